@@ -1,0 +1,183 @@
+"""The optimisation loop every gradient stage shares.
+
+A stage describes *what* to minimise (an :class:`Objective`); this loop decides *how*:
+Adam or L-BFGS steps, a learning-rate schedule on plateaus, early stopping, recording and
+divergence recovery. The loss of each step stays on the device; the host looks at the
+losses only every ``check_every`` steps (one synchronisation), where it also keeps a copy
+of the last parameters known to give a finite loss. A non-finite loss — a NaN, a
+blow-up or a failed solve — restores that copy, lowers the step and goes on; after
+``max_recoveries`` such events the stage ends as ``"diverged"`` with the good copy in
+place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+
+from ._monitor import TrainingMonitor
+
+Status = Literal["converged", "max_iter", "diverged", "stopped"]
+
+
+class Objective(Protocol):
+    """What a stage minimises."""
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Tensors the optimiser updates."""
+        ...
+
+    def loss(self) -> torch.Tensor:
+        """Scalar loss for the next step (may draw a new mini-batch); inf if a solve failed."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Budget, schedule and stopping rule of one stage.
+
+    Attributes
+    ----------
+    max_iter : int
+        Most optimiser steps.
+    learning_rate : float
+        Initial step (Adam) or step scale (L-BFGS).
+    optimiser : {"adam", "lbfgs"}
+    tol : float
+        Relative improvement of the windowed mean loss that counts as progress.
+    n_iter_no_change : int
+        Steps without progress before the step is lowered, or the stage ends.
+    max_step_reductions : int
+        How often a plateau lowers the step before the stage counts as converged.
+    check_every : int
+        Steps between host looks at the losses.
+    max_recoveries : int
+        Divergence recoveries before the stage gives up.
+    """
+
+    max_iter: int
+    learning_rate: float
+    optimiser: Literal["adam", "lbfgs"] = "adam"
+    tol: float = 1e-4
+    n_iter_no_change: int = 50
+    max_step_reductions: int = 3
+    check_every: int = 10
+    max_recoveries: int = 5
+    step_reduction: float = 0.3
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """How a stage ended.
+
+    Attributes
+    ----------
+    stage : str
+    n_iter : int
+        Optimiser steps taken.
+    loss : float
+        Mean loss over the last checked window (nan if none was finite).
+    status : {"converged", "max_iter", "diverged", "stopped", "skipped"}
+    message : str
+        What happened, in words, for warnings.
+    """
+
+    stage: str
+    n_iter: int
+    loss: float
+    status: str
+    message: str = ""
+
+
+def _make_optimiser(settings: LoopSettings, parameters: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if settings.optimiser == "lbfgs":
+        return torch.optim.LBFGS(
+            parameters,
+            lr=settings.learning_rate,
+            max_iter=1,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+        )
+    return torch.optim.Adam(parameters, lr=settings.learning_rate)
+
+
+def _snapshot(parameters: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [parameter.detach().clone() for parameter in parameters]
+
+
+def _restore(parameters: list[torch.Tensor], snapshot: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for parameter, saved in zip(parameters, snapshot, strict=True):
+            parameter.copy_(saved)
+
+
+def optimise(
+    objective: Objective, settings: LoopSettings, monitor: TrainingMonitor, stage: str
+) -> StageResult:
+    """Minimise ``objective`` under ``settings``; see the module docstring."""
+    parameters = objective.parameters()
+    learning_rate = settings.learning_rate
+    optimiser = _make_optimiser(settings, parameters)
+    check_every = 1 if settings.optimiser == "lbfgs" else settings.check_every
+    pending: list[torch.Tensor] = []
+    good_state = _snapshot(parameters)
+    best_window, last_progress, reductions, recoveries = math.inf, 0, 0, 0
+    window_mean, status, message = math.nan, "max_iter", ""
+    monitor.start_stage(stage, settings.max_iter)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad(set_to_none=True)
+        loss = objective.loss()
+        if loss.requires_grad:
+            loss.backward()
+        return loss
+
+    step = 0
+    while step < settings.max_iter:
+        loss = optimiser.step(closure) if settings.optimiser == "lbfgs" else None
+        if loss is None:
+            loss = closure()
+            optimiser.step()
+        pending.append(loss.detach())
+        step += 1
+        if len(pending) < check_every and step < settings.max_iter:
+            continue
+        losses = torch.stack(pending).cpu().tolist()  # the one host synchronisation
+        stop_requested = monitor.record(stage, step - len(pending), losses)
+        pending = []
+        if not all(math.isfinite(value) for value in losses):
+            recoveries += 1
+            _restore(parameters, good_state)
+            if recoveries > settings.max_recoveries:
+                status = "diverged"
+                message = (
+                    f"the {stage} loss became non-finite {recoveries} times; the last "
+                    "parameters with a finite loss were kept"
+                )
+                break
+            learning_rate *= settings.step_reduction
+            optimiser = _make_optimiser(
+                LoopSettings(**{**settings.__dict__, "learning_rate": learning_rate}), parameters
+            )
+            continue
+        good_state = _snapshot(parameters)
+        window_mean = sum(losses) / len(losses)
+        if window_mean < best_window * (1.0 - settings.tol):
+            best_window, last_progress = window_mean, step
+        elif step - last_progress >= settings.n_iter_no_change:
+            if reductions >= settings.max_step_reductions:
+                status = "converged"
+                break
+            reductions += 1
+            learning_rate *= settings.step_reduction
+            for group in optimiser.param_groups:
+                group["lr"] = learning_rate
+            last_progress = step
+        if stop_requested:
+            status, message = "stopped", f"a callback stopped the {stage} stage"
+            break
+    monitor.end_stage(status)
+    return StageResult(stage, step, window_mean, status, message)

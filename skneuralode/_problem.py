@@ -1,0 +1,151 @@
+"""The training problem: validated data, scaled, smoothed and placed on the device.
+
+Internally every state is standardised and time is measured in units ``tau`` chosen so
+that the scaled vector field has unit root-mean-square; one set of default
+hyper-parameters then works whether the data lives at 1e-3 or 1e4, over milliseconds or
+years, with time starting at 0 or at 1900.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._data import TrajectoryBatch
+from ._smoothing import SmoothedTrajectories, smooth_trajectories
+
+_MIN_STATE_SCALE = 1e-12
+_MAX_TIME_SCALE_RATIO = 1e-3  # tau is at least this fraction of the longest span
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Affine maps between the caller's units and the internal, scaled ones.
+
+    ``z = (y - state_offset) / state_scale`` and ``s = (t - time_origin) / time_scale``.
+    """
+
+    state_offset: np.ndarray  # (n_states,)
+    state_scale: np.ndarray  # (n_states,)
+    time_origin: float
+    time_scale: float
+
+    @classmethod
+    def from_data(cls, batch: TrajectoryBatch, smoothed: SmoothedTrajectories) -> Scaling:
+        """Standardise states; choose the time unit that gives the field unit RMS."""
+        offset = np.nanmean(batch.states, axis=(0, 1))
+        scale = np.nanstd(batch.states, axis=(0, 1))
+        scale = np.where(scale > _MIN_STATE_SCALE * np.maximum(np.abs(offset), 1.0), scale, 1.0)
+        spans = batch.times[:, -1] - batch.times[:, 0]
+        longest_span = float(spans.max())
+        scaled_slopes = smoothed.derivatives / scale
+        inside_slopes = scaled_slopes[smoothed.inside]
+        rms_slope = float(np.sqrt(np.mean(inside_slopes**2))) if inside_slopes.size else 0.0
+        time_scale = 1.0 / rms_slope if rms_slope > 0 else longest_span
+        time_scale = float(
+            np.clip(time_scale, _MAX_TIME_SCALE_RATIO * longest_span, longest_span)
+        )
+        return cls(offset, scale, float(batch.times.min()), time_scale)
+
+    def scale_times(self, times: np.ndarray) -> np.ndarray:
+        return (times - self.time_origin) / self.time_scale
+
+    def scale_states(self, states: np.ndarray) -> np.ndarray:
+        return (states - self.state_offset) / self.state_scale
+
+    def unscale_states(self, scaled: np.ndarray) -> np.ndarray:
+        return scaled * self.state_scale + self.state_offset
+
+
+@dataclass(frozen=True)
+class TrainingProblem:
+    """Everything the training stages read, as tensors on one device, in scaled units.
+
+    Attributes
+    ----------
+    times : Tensor of shape (n_traj, n_max)
+        Scaled, sorted times; padding repeats the last time.
+    observations : Tensor of shape (n_traj, n_max, n_states)
+        Scaled observations with zeros where not observed.
+    observed : Tensor of shape (n_traj, n_max, n_states)
+        1.0 where a value was observed, 0.0 elsewhere (missing values and padding).
+    smoothed_states, smoothed_derivatives : Tensor of shape (n_traj, n_max, n_states)
+        Smoothing-spline estimates of the states and of ``dz/ds``.
+    smoothing_weight : Tensor of shape (n_traj, n_max, n_states)
+        1.0 where the smoothed estimate interpolates observations, 0.0 elsewhere.
+    lengths : ndarray of shape (n_traj,)
+        Real number of time points per trajectory (host side, for building segments).
+    shared_grid : bool
+        All trajectories have the same time points.
+    noise_variance : float
+        Estimated variance of the observation noise in scaled units, averaged over states.
+    scaling : Scaling
+    """
+
+    times: torch.Tensor
+    observations: torch.Tensor
+    observed: torch.Tensor
+    smoothed_states: torch.Tensor
+    smoothed_derivatives: torch.Tensor
+    smoothing_weight: torch.Tensor
+    lengths: np.ndarray
+    shared_grid: bool
+    noise_variance: float
+    scaling: Scaling
+
+    @property
+    def n_traj(self) -> int:
+        return self.times.shape[0]
+
+    @property
+    def n_states(self) -> int:
+        return self.observations.shape[2]
+
+
+def build_problem(
+    batch: TrajectoryBatch,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    relative_noise: float | None,
+    scaling: Scaling | None = None,
+) -> TrainingProblem:
+    """Scale and smooth validated data and move it to ``device``.
+
+    Parameters
+    ----------
+    batch : TrajectoryBatch
+        Validated data.
+    device, dtype
+        Where and in which precision the tensors live.
+    relative_noise : float or None
+        Passed to :func:`~skneuralode._smoothing.smooth_trajectories`.
+    scaling : Scaling, optional
+        Reuse an earlier fit's scaling (``warm_start``); computed from the data if None.
+    """
+    smoothed = smooth_trajectories(batch.times, batch.states, batch.lengths, relative_noise)
+    if scaling is None:
+        scaling = Scaling.from_data(batch, smoothed)
+    observed = batch.observed
+    scaled_observations = np.where(observed, scaling.scale_states(batch.states), 0.0)
+    scaled_smoothed = scaling.scale_states(smoothed.states)
+    scaled_derivatives = smoothed.derivatives * scaling.time_scale / scaling.state_scale
+    shared_grid = bool(np.all(batch.times == batch.times[:1]))
+
+    def tensor(array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+
+    return TrainingProblem(
+        times=tensor(scaling.scale_times(batch.times)),
+        observations=tensor(scaled_observations),
+        observed=tensor(observed.astype(np.float64)),
+        smoothed_states=tensor(scaled_smoothed),
+        smoothed_derivatives=tensor(scaled_derivatives),
+        smoothing_weight=tensor(smoothed.inside.astype(np.float64)),
+        lengths=batch.lengths.copy(),
+        shared_grid=shared_grid,
+        noise_variance=float(np.mean((smoothed.noise_level / scaling.state_scale) ** 2)),
+        scaling=scaling,
+    )

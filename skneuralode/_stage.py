@@ -1,0 +1,51 @@
+"""The interface every training stage implements, and what a stage is given."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from ._monitor import TrainingMonitor
+from ._optimisation import StageResult
+from ._problem import TrainingProblem
+from ._solve import SolverSettings
+from ._vector_fields import ODEModel
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Shared services of a training run.
+
+    Attributes
+    ----------
+    solver : SolverSettings
+        How the stages that integrate call the solver.
+    monitor : TrainingMonitor
+        History, progress bars and callbacks.
+    generator : torch.Generator
+        The one source of randomness for mini-batches (seeded by ``random_state``).
+    """
+
+    solver: SolverSettings
+    monitor: TrainingMonitor
+    generator: torch.Generator
+
+
+class TrainingStage(ABC):
+    """One step of the training recipe: collocation, multiple shooting, polish.
+
+    A stage reads the problem, updates the model's parameters in place and reports how
+    it ended; it never raises for numerical trouble (see ``_optimisation``).
+    """
+
+    name: str
+
+    def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
+        """Why this stage need not run given the current full-trajectory loss, or None."""
+        return None
+
+    @abstractmethod
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        """Improve ``model`` on ``problem``."""

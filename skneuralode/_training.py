@@ -1,0 +1,84 @@
+"""The stage runner: sequence the stages, keep the best model, report how it ended."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ._optimisation import StageResult
+from ._polish import trajectory_misfit
+from ._problem import TrainingProblem
+from ._stage import StageContext, TrainingStage
+from ._vector_fields import ODEModel
+
+
+@dataclass(frozen=True)
+class TrainingReport:
+    """Outcome of a training run.
+
+    Attributes
+    ----------
+    results : list of StageResult
+        One per stage, in order.
+    trajectory_loss : float
+        Full-trajectory masked MSE (scaled units) of the model that was kept; inf if no
+        state of the model could be integrated over the data.
+    kept_after : str
+        The stage after which the kept model was taken ("start" for the initial model).
+    solver_failure : str or None
+        Why the kept model could not be integrated, if it could not.
+    """
+
+    results: list[StageResult]
+    trajectory_loss: float
+    kept_after: str
+    solver_failure: str | None
+
+    @property
+    def n_iter(self) -> int:
+        return sum(result.n_iter for result in self.results)
+
+
+def _evaluate(problem: TrainingProblem, model: ODEModel, context: StageContext) -> tuple[float, str | None]:
+    with torch.no_grad():
+        loss, failure = trajectory_misfit(problem, model, context.solver)
+    value = float(loss)
+    return (value if math.isfinite(value) else math.inf), failure
+
+
+def train(
+    problem: TrainingProblem,
+    model: ODEModel,
+    stages: Sequence[TrainingStage],
+    context: StageContext,
+    *,
+    model_is_trained: bool = False,
+) -> TrainingReport:
+    """Run ``stages`` in order on ``model`` (in place).
+
+    After each stage the whole trajectories are integrated once; the model state with
+    the lowest full-trajectory misfit is the one kept, so a stage that makes things
+    worse (or diverges) can never leave the estimator worse than before it ran. A model
+    that is already trained (``warm_start``) is evaluated first and competes too.
+    """
+    best_loss, failure = _evaluate(problem, model, context) if model_is_trained else (math.inf, None)
+    current_loss = best_loss
+    best_state, kept_after = copy.deepcopy(model.state_dict()), "start"
+    results: list[StageResult] = []
+    for stage in stages:
+        reason = stage.skip_reason(problem, current_loss)
+        if reason is not None:
+            results.append(StageResult(stage.name, 0, current_loss, "skipped", reason))
+            continue
+        results.append(stage.run(problem, model, context))
+        loss, stage_failure = _evaluate(problem, model, context)
+        current_loss = loss
+        if loss <= best_loss:
+            best_loss, failure, kept_after = loss, stage_failure, stage.name
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return TrainingReport(results, best_loss, kept_after, failure if best_loss == math.inf else None)
