@@ -156,7 +156,11 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         relative_noise = None if self.smoothing == "auto" else float(self.smoothing)
         previous_scaling = self._scaling_ if continuing else None
         problem = build_problem(
-            batch, device=device, dtype=dtype, relative_noise=relative_noise, scaling=previous_scaling
+            batch,
+            device=device,
+            dtype=dtype,
+            relative_noise=relative_noise,
+            scaling=previous_scaling,
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -273,7 +277,9 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             starts = None
         if grids.layout.kind == "single" and count > 1:
             grids = TimeGrids(
-                grids.sorted_times * count, grids.orders * count, replace(grids.layout, kind="shared", n_traj=count)
+                grids.sorted_times * count,
+                grids.orders * count,
+                replace(grids.layout, kind="shared", n_traj=count),
             )
         if grids.layout.n_traj != count:
             source = "y0" if y0 is not None else "the fitted initial states"
@@ -286,8 +292,12 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         layout = replace(grids.layout, squeeze_states=self._squeeze_states_)
         return scaled, starts, replace(grids, layout=layout)
 
-    def _integrate(self, scaled: np.ndarray, starts: np.ndarray, grids: TimeGrids) -> list[np.ndarray]:
-        outputs = integrate(self._fitted_model(), scaled, starts, grids.sorted_times, self._solver_settings())
+    def _integrate(
+        self, scaled: np.ndarray, starts: np.ndarray, grids: TimeGrids
+    ) -> list[np.ndarray]:
+        outputs = integrate(
+            self._fitted_model(), scaled, starts, grids.sorted_times, self._solver_settings()
+        )
         if not all(np.all(np.isfinite(output)) for output in outputs):
             warnings.warn(
                 "Some predictions are not finite: the learned dynamics blow up or the solver "

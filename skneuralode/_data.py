@@ -153,9 +153,12 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
 
 
 def _is_ragged(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        hasattr(item, "__len__") and not isinstance(item, (str, bytes)) for item in value
-    ) and len({np.shape(item) for item in value}) > 1
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(hasattr(item, "__len__") and not isinstance(item, (str, bytes)) for item in value)
+        and len({np.shape(item) for item in value}) > 1
+    )
 
 
 def _check_one_time_grid(times: np.ndarray, name: str, min_points: int) -> np.ndarray:
@@ -269,7 +272,9 @@ def _states_per_trajectory(
             )
     n_states = {array.shape[1] for array in arrays}
     if len(n_states) > 1:
-        raise ValueError(f"{name}: all trajectories need the same number of states, got {n_states}.")
+        raise ValueError(
+            f"{name}: all trajectories need the same number of states, got {n_states}."
+        )
     if n_states == {0}:
         raise ValueError(f"{name} has no state (zero columns).")
     if any(np.isinf(array).any() for array in arrays):

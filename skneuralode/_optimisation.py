@@ -92,7 +92,9 @@ class StageResult:
     message: str = ""
 
 
-def _make_optimiser(settings: LoopSettings, parameters: list[torch.Tensor]) -> torch.optim.Optimizer:
+def _make_optimiser(
+    settings: LoopSettings, parameters: list[torch.Tensor]
+) -> torch.optim.Optimizer:
     if settings.optimiser == "lbfgs":
         return torch.optim.LBFGS(
             parameters,

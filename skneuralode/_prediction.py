@@ -70,7 +70,9 @@ def integrate(
     """
     parameter = next(model.parameters())
     z0 = torch.as_tensor(initial_states, dtype=parameter.dtype, device=parameter.device)
-    forward = [times[times > start] for times, start in zip(sorted_times, initial_times, strict=True)]
+    forward = [
+        times[times > start] for times, start in zip(sorted_times, initial_times, strict=True)
+    ]
     backward = [
         times[times < start][::-1] for times, start in zip(sorted_times, initial_times, strict=True)
     ]
@@ -79,7 +81,9 @@ def integrate(
         before = _integrate_one_direction(model, z0, initial_times, backward, solver)
     outputs = []
     for row, times in enumerate(sorted_times):
-        at_start = np.repeat(initial_states[row : row + 1], int(np.sum(times == initial_times[row])), 0)
+        at_start = np.repeat(
+            initial_states[row : row + 1], int(np.sum(times == initial_times[row])), 0
+        )
         scaled = np.concatenate([before[row][::-1], at_start, after[row]])[:, : model.n_states]
         scale = model.scaling.state_scale.cpu().numpy()
         offset = model.scaling.state_offset.cpu().numpy()

@@ -44,9 +44,7 @@ class Scaling:
         inside_slopes = scaled_slopes[smoothed.inside]
         rms_slope = float(np.sqrt(np.mean(inside_slopes**2))) if inside_slopes.size else 0.0
         time_scale = 1.0 / rms_slope if rms_slope > 0 else longest_span
-        time_scale = float(
-            np.clip(time_scale, _MAX_TIME_SCALE_RATIO * longest_span, longest_span)
-        )
+        time_scale = float(np.clip(time_scale, _MAX_TIME_SCALE_RATIO * longest_span, longest_span))
         return cls(offset, scale, float(batch.times.min()), time_scale)
 
     def scale_times(self, times: np.ndarray) -> np.ndarray:

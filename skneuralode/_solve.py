@@ -23,7 +23,16 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 
 FIXED_STEP_SOLVERS = frozenset(
-    {"euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams"}
+    {
+        "euler",
+        "midpoint",
+        "heun2",
+        "heun3",
+        "rk4",
+        "explicit_adams",
+        "implicit_adams",
+        "fixed_adams",
+    }
 )
 SOLVER_NAMES = frozenset(name for name in SOLVERS if name != "scipy_solver")
 

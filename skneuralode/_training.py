@@ -43,7 +43,9 @@ class TrainingReport:
         return sum(result.n_iter for result in self.results)
 
 
-def _evaluate(problem: TrainingProblem, model: ODEModel, context: StageContext) -> tuple[float, str | None]:
+def _evaluate(
+    problem: TrainingProblem, model: ODEModel, context: StageContext
+) -> tuple[float, str | None]:
     with torch.no_grad():
         loss, failure = trajectory_misfit(problem, model, context.solver)
     value = float(loss)
@@ -65,7 +67,9 @@ def train(
     worse (or diverges) can never leave the estimator worse than before it ran. A model
     that is already trained (``warm_start``) is evaluated first and competes too.
     """
-    best_loss, failure = _evaluate(problem, model, context) if model_is_trained else (math.inf, None)
+    best_loss, failure = (
+        _evaluate(problem, model, context) if model_is_trained else (math.inf, None)
+    )
     current_loss = best_loss
     best_state, kept_after = copy.deepcopy(model.state_dict()), "start"
     results: list[StageResult] = []
@@ -81,4 +85,6 @@ def train(
             best_loss, failure, kept_after = loss, stage_failure, stage.name
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    return TrainingReport(results, best_loss, kept_after, failure if best_loss == math.inf else None)
+    return TrainingReport(
+        results, best_loss, kept_after, failure if best_loss == math.inf else None
+    )

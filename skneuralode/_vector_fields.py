@@ -88,9 +88,13 @@ class NetworkInputs(nn.Module):
         if feature_map is None:
             mean, std = np.zeros(n_states), np.ones(n_states)
         else:
-            features = self._raw_features(
-                torch.as_tensor(reference_states, dtype=scaling.state_scale.dtype)
-            ).detach().numpy()
+            features = (
+                self._raw_features(
+                    torch.as_tensor(reference_states, dtype=scaling.state_scale.dtype)
+                )
+                .detach()
+                .numpy()
+            )
             mean, std = features.mean(axis=0), features.std(axis=0)
             std = np.where(std > 0, std, 1.0)
         self.register_buffer("feature_mean", torch.as_tensor(mean))
