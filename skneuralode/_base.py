@@ -6,7 +6,7 @@ import copy
 import math
 import warnings
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
     Subclasses define ``__init__`` (storing their arguments) and :meth:`_build_field`.
     """
 
-    _parameter_constraints: dict = dict(COMMON_CONSTRAINTS)
+    _parameter_constraints: ClassVar[dict] = dict(COMMON_CONSTRAINTS)
 
     # ----------------------------------------------------------------- subclass hooks
     def _build_field(self, problem: TrainingProblem, scaling: StateScaling) -> nn.Module:
@@ -131,7 +131,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         ----------
         t : array-like of shape (n_times,) or (n_traj, n_times), or list of 1-D arrays
             Observation times, not necessarily sorted or evenly spaced.
-        y : array-like of shape (n_times,), (n_times, n_states) or (n_traj, n_times, n_states), or list of arrays
+        y : array-like or list of arrays
+            Shape (n_times,), (n_times, n_states) or (n_traj, n_times, n_states), matching ``t``.
             Observed states; ``NaN`` marks values that were not observed.
 
         Returns

@@ -8,6 +8,7 @@ states: it is the estimator's ``module_``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -60,7 +61,7 @@ def multilayer_perceptron(
     """Dense network; the output layer starts small so the initial field is gentle."""
     widths = [n_inputs, *hidden_layer_sizes]
     layers: list[nn.Module] = []
-    for width_in, width_out in zip(widths[:-1], widths[1:], strict=True):
+    for width_in, width_out in itertools.pairwise(widths):
         layers += [nn.Linear(width_in, width_out), ACTIVATIONS[activation]()]
     output = nn.Linear(widths[-1], n_outputs)
     with torch.no_grad():

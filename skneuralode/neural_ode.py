@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import numpy as np
 from torch import nn
@@ -33,8 +34,9 @@ class NeuralODERegressor(BaseODERegressor):
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Widths of the hidden layers. ``()`` makes ``f`` an affine map of the (featurised)
         state, e.g. linear regression on ``feature_map``'s outputs.
-    activation : {"tanh", "relu", "softplus", "gelu", "silu", "elu", "sigmoid", "identity"}, default="tanh"
-        Activation of the hidden layers.
+    activation : str, default="tanh"
+        Activation of the hidden layers: "tanh", "relu", "softplus", "gelu", "silu",
+        "elu", "sigmoid" or "identity".
     feature_map : callable or None, default=None
         Torch function applied to the physical state before the network, acting on the
         last axis (e.g. ``torch.pow(y, 3)`` as a structural prior). Define it at module
@@ -197,7 +199,7 @@ class NeuralODERegressor(BaseODERegressor):
         self.verbose = verbose
         self.warm_start = warm_start
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **BaseODERegressor._parameter_constraints,
         "feature_map": [callable, None],
     }
