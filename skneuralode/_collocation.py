@@ -61,8 +61,10 @@ class _CollocationObjective:
                 generator=self.generator,
                 device=self.generator.device,
             ).to(self.states.device)
-        predicted = self.model.field(self.times[rows], self.states[rows])[:, : self.n_states]
-        return masked_huber(predicted, self.rates[rows], self.weight[rows], self.huber_delta)
+        times, states = self.times[rows], self.states[rows]
+        predicted = self.model.field(times, states)[:, : self.n_states]
+        misfit = masked_huber(predicted, self.rates[rows], self.weight[rows], self.huber_delta)
+        return misfit + self.model.regularisation(times, states)
 
 
 @dataclass

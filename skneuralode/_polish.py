@@ -38,7 +38,8 @@ def trajectory_misfit(
         infinite = torch.full((), float("inf"), dtype=problem.times.dtype)
         return infinite.to(problem.times.device), result.failure
     predicted = result.states[..., : problem.n_states]
-    return masked_mean_squared_error(predicted, problem.observations, problem.observed), None
+    misfit = masked_mean_squared_error(predicted, problem.observations, problem.observed)
+    return misfit, None
 
 
 class _TrajectoryObjective:
@@ -54,7 +55,10 @@ class _TrajectoryObjective:
     def loss(self) -> torch.Tensor:
         loss, failure = trajectory_misfit(self.problem, self.model, self.solver)
         self.last_failure = failure or self.last_failure
-        return loss
+        states = self.problem.smoothed_states
+        augmented = states.new_zeros(*states.shape[:2], self.model.n_total_states - states.shape[2])
+        penalty = self.model.regularisation(self.problem.times, torch.cat([states, augmented], -1))
+        return loss + penalty
 
 
 @dataclass

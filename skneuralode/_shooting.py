@@ -190,7 +190,8 @@ class _ShootingObjective:
         has_next = self.has_next[batch][:, None]
         gaps = (has_next * (reached - following) ** 2).sum()
         continuity = gaps / (has_next.sum() * predicted.shape[-1]).clamp_min(1.0)
-        return misfit + self.continuity_weight * continuity
+        penalty = self.model.regularisation(self.times[batch], predicted)
+        return misfit + self.continuity_weight * continuity + penalty
 
 
 @dataclass

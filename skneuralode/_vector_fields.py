@@ -167,6 +167,14 @@ class ODEModel(nn.Module):
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.field(t, z)
 
+    def regularisation(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Penalty the field adds to every training loss at states ``z`` (times ``t``);
+        zero unless the field defines ``penalty(t, z)`` (e.g. a minimal-norm term)."""
+        penalty = getattr(self.field, "penalty", None)
+        if penalty is None:
+            return z.new_zeros(())
+        return penalty(t, z)
+
     def physical_rates(self, states: torch.Tensor) -> torch.Tensor:
         """``dy/dt`` at physical states of shape (n, n_states); augmented dims at zero."""
         scaled = (states - self.scaling.state_offset) / self.scaling.state_scale
