@@ -15,10 +15,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from skneuralode import NeuralODERegressor  # noqa: E402
-from skneuralode.datasets import make_spiral  # noqa: E402
+from skneuralode import NeuralODERegressor
+from skneuralode.datasets import make_spiral
 
 
 def main(output: Path = Path("quickstart.png")) -> float:
