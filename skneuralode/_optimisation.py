@@ -100,6 +100,9 @@ def _make_optimiser(
             parameters,
             lr=settings.learning_rate,
             max_iter=1,
+            # One iteration per step, but the line search needs its own evaluations:
+            # torch's default max_eval (max_iter * 5 // 4 = 1) leaves it none to backtrack.
+            max_eval=25,
             history_size=20,
             line_search_fn="strong_wolfe",
         )

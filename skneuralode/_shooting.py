@@ -221,9 +221,9 @@ class ShootingStage(TrainingStage):
     """
 
     max_iter: int = 500
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     segment_length: int | None = None
-    segment_span: float = 0.5
+    segment_span: float = 1.0
     batch_size: int = 256
     continuity_weight: float = 10.0
     tol: float = 1e-4

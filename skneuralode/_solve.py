@@ -88,6 +88,11 @@ class SolveResult:
         return self.failure is None
 
 
+def depends_on_time(field: nn.Module) -> bool:
+    """Whether ``field(t, z)`` reads ``t`` (assumed unless the field says otherwise)."""
+    return bool(getattr(field, "depends_on_time", True))
+
+
 class _ShiftedField(nn.Module):
     """Field on a grid relative to each member's start: member ``b`` is at ``start[b] + s``."""
 
@@ -111,10 +116,13 @@ class _WarpedField(nn.Module):
         self.last_interval = self.interval_lengths.shape[1] - 1
 
     def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        interval = s.detach().floor().clamp(0, self.last_interval).long()
-        lengths = self.interval_lengths.index_select(1, interval.reshape(1))[:, 0]  # (n_batch,)
-        starts = self.interval_starts.index_select(1, interval.reshape(1))[:, 0]
-        real_times = starts + (s - interval) * lengths
+        interval = s.detach().floor().clamp(0, self.last_interval).long().reshape(1)
+        lengths = self.interval_lengths.index_select(1, interval)[:, 0]  # (n_batch,)
+        if depends_on_time(self.field):
+            starts = self.interval_starts.index_select(1, interval)[:, 0]
+            real_times = starts + (s - interval) * lengths
+        else:
+            real_times = s
         return lengths[:, None] * self.field(real_times, z)
 
 
@@ -162,7 +170,7 @@ def solve(
     if times.shape[1] == 1:
         return SolveResult(initial_states[:, None, :])
     if shared_grid:
-        func = _ShiftedField(field, times[:, 0])
+        func = _ShiftedField(field, times[:, 0]) if depends_on_time(field) else field
         grid, kinks = times[0] - times[0, 0], None
     else:
         func = _WarpedField(field, times)

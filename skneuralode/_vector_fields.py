@@ -111,6 +111,8 @@ class NetworkInputs(nn.Module):
         return self.feature_map(self.scaling.to_physical_states(scaled_states))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.feature_map is None and z.shape[-1] == self.n_states:
+            return z  # the common case, kept free of per-evaluation overhead
         observed_part, augmented_part = z[..., : self.n_states], z[..., self.n_states :]
         features = (self._raw_features(observed_part) - self.feature_mean) / self.feature_std
         return torch.cat([features, augmented_part], dim=-1)
@@ -118,6 +120,8 @@ class NetworkInputs(nn.Module):
 
 class NeuralField(nn.Module):
     """``dz/ds = MLP(inputs(z))``: the field of :class:`NeuralODERegressor`."""
+
+    depends_on_time = False  # lets the solver skip computing real times
 
     def __init__(self, inputs: NetworkInputs, network: nn.Module) -> None:
         super().__init__()

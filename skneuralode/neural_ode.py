@@ -73,7 +73,7 @@ class NeuralODERegressor(BaseODERegressor):
         deviation; "auto" estimates the noise level from the data.
     collocation_learning_rate : float, default=1e-2
         Adam's initial step in the collocation stage.
-    shooting_learning_rate : float, default=1e-3
+    shooting_learning_rate : float, default=3e-3
         Adam's initial step in the shooting stage.
     segment_length : int or None, default=None
         Time points per shooting segment; None picks about half a characteristic time.
@@ -156,7 +156,7 @@ class NeuralODERegressor(BaseODERegressor):
         polish_max_iter: int = 50,
         smoothing: str | float = "auto",
         collocation_learning_rate: float = 1e-2,
-        shooting_learning_rate: float = 1e-3,
+        shooting_learning_rate: float = 3e-3,
         segment_length: int | None = None,
         segment_batch_size: int = 256,
         continuity_weight: float = 10.0,
