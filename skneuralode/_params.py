@@ -29,6 +29,7 @@ COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "collocation_learning_rate": [Interval(Real, 0, None, closed="neither")],
     "shooting_learning_rate": [Interval(Real, 0, None, closed="neither")],
     "segment_length": [Interval(Integral, 2, None, closed="left"), None],
+    "segment_growth": ["boolean"],
     "segment_batch_size": [Interval(Integral, 1, None, closed="left")],
     "continuity_weight": [Interval(Real, 0, None, closed="left")],
     "tol": [Interval(Real, 0, None, closed="left")],

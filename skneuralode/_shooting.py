@@ -123,6 +123,13 @@ def build_segments(
     )
 
 
+def segment_keys(segments: Segments) -> list[tuple[int, int]]:
+    """(trajectory, start index) of every segment."""
+    rows = segments.trajectory.cpu().tolist()
+    starts = segments.time_index[:, 0].cpu().tolist()
+    return list(zip(rows, starts, strict=True))
+
+
 class _ShootingObjective:
     """Data misfit of a mini-batch of segments plus their continuity gaps."""
 
@@ -135,6 +142,7 @@ class _ShootingObjective:
         batch_size: int,
         continuity_weight: float,
         generator: torch.Generator,
+        known_starts: dict[tuple[int, int], torch.Tensor] | None = None,
     ) -> None:
         dtype = problem.times.dtype
         rows, columns = segments.trajectory[:, None], segments.time_index
@@ -145,6 +153,9 @@ class _ShootingObjective:
         augmented = start_states.new_zeros(segments.count, model.n_total_states - problem.n_states)
         initial = torch.cat([start_states, augmented], dim=1)
         initial[segments.first_segment] = model.initial_states.detach()
+        for row, key in enumerate(segment_keys(segments)):
+            if known_starts and key in known_starts:
+                initial[row] = known_starts[key]
         self.start_states = initial.requires_grad_(True)  # (n_segments, n_total_states)
         self.segments = segments
         self.has_next = segments.has_next.to(dtype)
@@ -158,6 +169,11 @@ class _ShootingObjective:
 
     def parameters(self) -> list[torch.Tensor]:
         return [*self.model.field.parameters(), self.start_states]
+
+    def start_states_by_key(self) -> dict[tuple[int, int], torch.Tensor]:
+        """Current start state of every segment, keyed by (trajectory, start index)."""
+        states = self.start_states.detach()
+        return {key: states[row] for row, key in enumerate(segment_keys(self.segments))}
 
     def _draw(self) -> torch.Tensor | slice:
         if self.batch_size == self.segments.count:
@@ -214,6 +230,10 @@ class ShootingStage(TrainingStage):
         Weight of the continuity gaps relative to the data misfit.
     tol, n_iter_no_change
         Early stopping, see :class:`~skneuralode._optimisation.LoopSettings`.
+    grow_segments : bool
+        When the loss plateaus before the budget is spent, double the segments (keeping
+        the start states of the segments that remain) and go on, until a segment covers a
+        whole trajectory: short segments find the basin, long ones refine in it.
     only_if_needed : bool
         Skip the stage when the model already fits whole trajectories to within the
         noise: full-trajectory MSE at most twice the estimated noise variance plus
@@ -228,6 +248,7 @@ class ShootingStage(TrainingStage):
     continuity_weight: float = 10.0
     tol: float = 1e-4
     n_iter_no_change: int = 50
+    grow_segments: bool = False
     only_if_needed: bool = False
     needed_above: float = 5e-3
     name: str = "shooting"
@@ -246,26 +267,37 @@ class ShootingStage(TrainingStage):
         length = self.segment_length or auto_segment_length(
             host_times, problem.lengths, self.segment_span
         )
-        segments = build_segments(host_times, problem.lengths, length, problem.times.device)
-        objective = _ShootingObjective(
-            problem,
-            model,
-            segments,
-            context.solver,
-            self.batch_size,
-            self.continuity_weight,
-            context.generator,
-        )
-        settings = LoopSettings(
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
-        )
-        result = optimise(objective, settings, context.monitor, self.name)
-        with torch.no_grad():
-            model.initial_states.copy_(objective.start_states[segments.first_segment])
+        longest = int(problem.lengths.max())
+        steps_left, steps_taken, known_starts = self.max_iter, 0, None
+        while True:
+            segments = build_segments(host_times, problem.lengths, length, problem.times.device)
+            objective = _ShootingObjective(
+                problem,
+                model,
+                segments,
+                context.solver,
+                self.batch_size,
+                self.continuity_weight,
+                context.generator,
+                known_starts,
+            )
+            settings = LoopSettings(
+                max_iter=steps_left,
+                learning_rate=self.learning_rate,
+                tol=self.tol,
+                n_iter_no_change=self.n_iter_no_change,
+            )
+            result = optimise(objective, settings, context.monitor, self.name)
+            with torch.no_grad():
+                model.initial_states.copy_(objective.start_states[segments.first_segment])
+            steps_taken += result.n_iter
+            steps_left -= result.n_iter
+            can_grow = self.grow_segments and length < longest and steps_left > 0
+            if result.status != "converged" or not can_grow:
+                break
+            known_starts = objective.start_states_by_key()
+            length = min(2 * length - 1, longest)
+        message = result.message
         if result.status == "diverged" and objective.last_failure:
-            message = f"{result.message} ({objective.last_failure})"
-            return StageResult(result.stage, result.n_iter, result.loss, result.status, message)
-        return result
+            message = f"{message} ({objective.last_failure})"
+        return StageResult(self.name, steps_taken, result.loss, result.status, message)

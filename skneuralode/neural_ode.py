@@ -77,6 +77,9 @@ class NeuralODERegressor(BaseODERegressor):
         Adam's initial step in the shooting stage.
     segment_length : int or None, default=None
         Time points per shooting segment; None picks about half a characteristic time.
+    segment_growth : bool, default=False
+        When the shooting loss plateaus, double the segments (up to whole trajectories)
+        and continue with the remaining budget.
     segment_batch_size : int, default=256
         Segments integrated per shooting step.
     continuity_weight : float, default=10.0
@@ -158,6 +161,7 @@ class NeuralODERegressor(BaseODERegressor):
         collocation_learning_rate: float = 1e-2,
         shooting_learning_rate: float = 3e-3,
         segment_length: int | None = None,
+        segment_growth: bool = False,
         segment_batch_size: int = 256,
         continuity_weight: float = 10.0,
         tol: float = 1e-4,
@@ -188,6 +192,7 @@ class NeuralODERegressor(BaseODERegressor):
         self.collocation_learning_rate = collocation_learning_rate
         self.shooting_learning_rate = shooting_learning_rate
         self.segment_length = segment_length
+        self.segment_growth = segment_growth
         self.segment_batch_size = segment_batch_size
         self.continuity_weight = continuity_weight
         self.tol = tol
