@@ -1,23 +1,28 @@
 """Smoothing of observed states and estimation of their time derivatives.
 
-Each observed state of each trajectory gets a cubic smoothing spline
-(:func:`scipy.interpolate.make_smoothing_spline`). Its smoothing strength is chosen by
-the discrepancy principle: the spline may leave residuals as large as the noise, and no
-larger. The noise is estimated from the data (third differences, median absolute
-deviation), which keeps clean dense data nearly interpolated — generalised cross
+Each observed series (one state of one trajectory) gets a cubic smoothing spline
+(:func:`scipy.interpolate.make_smoothing_spline`). Its smoothing strength ``lam`` is
+chosen by the discrepancy principle: the spline may leave residuals as large as the
+noise, and no larger. The noise is estimated from the data (third differences, median
+absolute deviation), which keeps clean dense data nearly interpolated — generalised cross
 validation over-smooths exactly that case — and noisy data smooth.
+
+Series observed at the same time points (many trajectories on one grid, the states of
+one trajectory) are smoothed together: scipy fits all columns of a matrix at once for a
+given ``lam``, so ``lam`` is searched on a common grid and each series then takes its own.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.interpolate import make_smoothing_spline
 
 _MIN_SPLINE_POINTS = 5
-_LOG_LAMBDA_RANGE = (-14.0, 2.0)
-_BISECTION_STEPS = 10
+_LOG_LAMBDA_GRID = np.arange(-14.0, 2.5, 1.0)  # normalised time: positions in [0, 1]
+_LOG_LAMBDA_RESOLUTION = 0.25  # decades; the chosen lam is rounded to this
 _MAD_TO_STD = 1.4826
 _THIRD_DIFFERENCE_VARIANCE = 20.0  # Var(y[i+3]-3y[i+2]+3y[i+1]-y[i]) / sigma**2
 
@@ -44,51 +49,72 @@ class SmoothedTrajectories:
     noise_level: np.ndarray
 
 
-def estimate_noise_level(values: np.ndarray) -> float:
-    """Robust estimate of the standard deviation of white noise in a smooth series."""
-    if values.size < 4:
-        return 0.0
-    third_differences = np.diff(values, n=3)
-    deviation = np.median(np.abs(third_differences - np.median(third_differences)))
-    return float(_MAD_TO_STD * deviation / np.sqrt(_THIRD_DIFFERENCE_VARIANCE))
+def estimate_noise_level(values: np.ndarray) -> np.ndarray | float:
+    """Robust estimate of the standard deviation of white noise in smooth series.
+
+    ``values`` of shape (n,) gives a float; of shape (n, k) one estimate per column.
+    """
+    if values.shape[0] < 4:
+        return 0.0 if values.ndim == 1 else np.zeros(values.shape[1])
+    third_differences = np.diff(values, n=3, axis=0)
+    centred = third_differences - np.median(third_differences, axis=0)
+    deviation = np.median(np.abs(centred), axis=0)
+    level = _MAD_TO_STD * deviation / np.sqrt(_THIRD_DIFFERENCE_VARIANCE)
+    return float(level) if values.ndim == 1 else level
 
 
-def _spline_with_residual(
-    positions: np.ndarray, values: np.ndarray, target_residual: float
-) -> object:
-    """Smoothest spline whose residual RMS does not exceed ``target_residual``."""
-    low, high = _LOG_LAMBDA_RANGE
-    best = make_smoothing_spline(positions, values, lam=10.0**low)
-    if target_residual <= 0.0:
-        return best
-    for _ in range(_BISECTION_STEPS):
-        middle = 0.5 * (low + high)
-        spline = make_smoothing_spline(positions, values, lam=10.0**middle)
-        residual = np.sqrt(np.mean((spline(positions) - values) ** 2))
-        if residual <= target_residual:
-            best, low = spline, middle
-        else:
-            high = middle
-    return best
+def _chosen_log_lambdas(
+    positions: np.ndarray, values: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """Per column, the largest ``log10(lam)`` whose residual RMS stays within its target.
+
+    The residual grows with ``lam``; it is computed on a coarse grid for all columns at
+    once and its crossing of the target interpolated, then rounded so columns share fits.
+    """
+    residuals = np.empty((len(_LOG_LAMBDA_GRID), values.shape[1]))
+    for row, log_lambda in enumerate(_LOG_LAMBDA_GRID):
+        spline = make_smoothing_spline(positions, values, lam=10.0**log_lambda)
+        residuals[row] = np.sqrt(np.mean((spline(positions) - values) ** 2, axis=0))
+    chosen = np.full(values.shape[1], _LOG_LAMBDA_GRID[0])
+    for column, target in enumerate(targets):
+        within = np.nonzero(residuals[:, column] <= target)[0]
+        if within.size == 0:
+            continue
+        last = within[-1]
+        if last == len(_LOG_LAMBDA_GRID) - 1:
+            chosen[column] = _LOG_LAMBDA_GRID[last]
+            continue
+        low, high = np.log(residuals[last : last + 2, column] + 1e-300)
+        fraction = np.clip((np.log(target + 1e-300) - low) / max(high - low, 1e-12), 0.0, 1.0)
+        chosen[column] = _LOG_LAMBDA_GRID[last] + fraction
+    return np.floor(chosen / _LOG_LAMBDA_RESOLUTION) * _LOG_LAMBDA_RESOLUTION
 
 
-def _smooth_one_state(
-    times: np.ndarray, values: np.ndarray, query_times: np.ndarray, relative_noise: float | None
+def _smooth_series_group(
+    times: np.ndarray, values: np.ndarray, query_times: np.ndarray, targets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Smoothed values and derivatives of one observed series at ``query_times``."""
+    """Smoothed values and derivatives at ``query_times`` of columns observed at ``times``.
+
+    ``values`` has shape (n_seen, k); returns two arrays of shape (n_query, k).
+    """
     span = times[-1] - times[0]
     positions = (times - times[0]) / span
     query_positions = (query_times - times[0]) / span
+    smoothed = np.empty((len(query_times), values.shape[1]))
+    slopes = np.empty_like(smoothed)
     if times.size < _MIN_SPLINE_POINTS:
-        smoothed = np.interp(query_positions, positions, values)
-        slopes = np.gradient(values, positions)
-        return smoothed, np.interp(query_positions, positions, slopes) / span
-    if relative_noise is None:
-        target = estimate_noise_level(values)
-    else:
-        target = relative_noise * float(np.std(values))
-    spline = _spline_with_residual(positions, values, target)
-    return spline(query_positions), spline.derivative()(query_positions) / span
+        for column in range(values.shape[1]):
+            gradient = np.gradient(values[:, column], positions)
+            smoothed[:, column] = np.interp(query_positions, positions, values[:, column])
+            slopes[:, column] = np.interp(query_positions, positions, gradient) / span
+        return smoothed, slopes
+    log_lambdas = _chosen_log_lambdas(positions, values, targets)
+    for log_lambda in np.unique(log_lambdas):
+        columns = log_lambdas == log_lambda
+        spline = make_smoothing_spline(positions, values[:, columns], lam=10.0**log_lambda)
+        smoothed[:, columns] = spline(query_positions)
+        slopes[:, columns] = spline.derivative()(query_positions) / span
+    return smoothed, slopes
 
 
 def smooth_trajectories(
@@ -115,27 +141,37 @@ def smooth_trajectories(
     -------
     SmoothedTrajectories
     """
+    n_traj, _, n_states = states.shape
     smoothed = np.zeros_like(states)
     derivatives = np.zeros_like(states)
     inside = np.zeros(states.shape, dtype=bool)
-    noise_variance = np.zeros(states.shape[2])
+    noise_variance = np.zeros(n_states)
+    # Group the series by the time points at which they were observed (and queried).
+    groups: dict[tuple[bytes, bytes], list[tuple[int, int]]] = defaultdict(list)
     for trajectory, length in enumerate(lengths):
         query_times = times[trajectory, :length]
-        for state in range(states.shape[2]):
-            values = states[trajectory, :length, state]
-            seen = ~np.isnan(values)
-            if seen.sum() < 2:
-                constant = values[seen][0]
-                smoothed[trajectory, :length, state] = constant
+        for state in range(n_states):
+            seen = ~np.isnan(states[trajectory, :length, state])
+            if seen.sum() < 2:  # one observation: a constant guess, no derivative
+                smoothed[trajectory, :length, state] = np.nanmean(states[trajectory, :, state])
                 continue
-            seen_times = query_times[seen]
-            noise_variance[state] += estimate_noise_level(values[seen]) ** 2 / len(lengths)
-            value_at, slope_at = _smooth_one_state(
-                seen_times, values[seen], query_times, relative_noise
-            )
-            smoothed[trajectory, :length, state] = value_at
-            derivatives[trajectory, :length, state] = slope_at
-            inside[trajectory, :length, state] = (query_times >= seen_times[0]) & (
-                query_times <= seen_times[-1]
-            )
+            groups[(query_times.tobytes(), seen.tobytes())].append((trajectory, state))
+    for members in groups.values():
+        trajectories, state_indices = (np.array(index) for index in zip(*members, strict=True))
+        length = lengths[trajectories[0]]
+        query_times = times[trajectories[0], :length]
+        values = states[trajectories, :length, state_indices].T  # (length, n_members)
+        seen = ~np.isnan(values[:, 0])
+        seen_values, seen_times = values[seen], query_times[seen]
+        noise = np.atleast_1d(estimate_noise_level(seen_values))
+        np.add.at(noise_variance, state_indices, noise**2 / n_traj)
+        if relative_noise is None:
+            targets = noise
+        else:
+            targets = relative_noise * seen_values.std(axis=0)
+        value_at, slope_at = _smooth_series_group(seen_times, seen_values, query_times, targets)
+        smoothed[trajectories, :length, state_indices] = value_at.T
+        derivatives[trajectories, :length, state_indices] = slope_at.T
+        within = (query_times >= seen_times[0]) & (query_times <= seen_times[-1])
+        inside[trajectories, :length, state_indices] = within
     return SmoothedTrajectories(smoothed, derivatives, inside, np.sqrt(noise_variance))
