@@ -13,8 +13,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse
 
 LayoutKind = Literal["single", "shared", "grids", "ragged"]
+
+_MAX_MAGNITUDE = 1e150  # squares of larger states overflow the statistics of scaling
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
     """Turn array-likes (numpy, pandas, lists, tensors) into a real float64 array."""
     if value is None:
         raise TypeError(f"{name} must be an array of real numbers, got None.")
+    if scipy.sparse.issparse(value):
+        raise TypeError(
+            f"{name} is a sparse matrix, and sparse input is not supported: trajectories "
+            "are dense; pass a dense array (e.g. .toarray())."
+        )
     if hasattr(value, "to_numpy"):  # pandas Series / DataFrame
         value = value.to_numpy()
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
@@ -141,7 +149,10 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
                 f"{sorted({type(v).__name__ for v in array.ravel()[:20]})}."
             ) from None
     if np.iscomplexobj(array):
-        raise TypeError(f"{name} must hold real numbers, got complex dtype {array.dtype}.")
+        raise ValueError(
+            f"{name} must hold real numbers, got complex dtype {array.dtype}: "
+            "Complex data not supported."
+        )
     if array.dtype.kind in "MmUSV":
         raise TypeError(
             f"{name} must hold real numbers, got dtype {array.dtype}; convert dates and "
@@ -174,7 +185,7 @@ def _check_one_time_grid(times: np.ndarray, name: str, min_points: int) -> np.nd
     sorted_times = times[order]
     if np.any(np.diff(sorted_times) == 0):
         duplicate = sorted_times[1:][np.diff(sorted_times) == 0][0]
-        raise ValueError(f"{name} has duplicate time {duplicate!r} within one trajectory.")
+        raise ValueError(f"{name} has duplicate time {float(duplicate)!r} within one trajectory.")
     return order
 
 
@@ -279,6 +290,12 @@ def _states_per_trajectory(
         raise ValueError(f"{name} has no state (zero columns).")
     if any(np.isinf(array).any() for array in arrays):
         raise ValueError(f"{name} contains inf; use NaN to mark values that were not observed.")
+    largest = max(float(np.nanmax(np.abs(array), initial=0.0)) for array in arrays)
+    if largest > _MAX_MAGNITUDE:
+        raise ValueError(
+            f"{name} has values of magnitude up to {largest:.3g}; beyond {_MAX_MAGNITUDE:.0e} "
+            "their squares overflow float64. Rescale it first (e.g. divide by a power of ten)."
+        )
     grids = replace(grids, layout=Layout(grids.layout.kind, len(arrays), squeeze))
     return [array[order] for array, order in zip(arrays, grids.orders, strict=True)], grids
 
@@ -298,6 +315,11 @@ def validate_trajectories(t: Any, y: Any) -> TrajectoryBatch:
     TrajectoryBatch
     """
     grids = validate_times(t, min_points=2)
+    if y is None:
+        raise ValueError(
+            "This estimator requires y to be passed, but the target y is None; pass the "
+            "observed states."
+        )
     sorted_states, grids = _states_per_trajectory(y, grids, "y")
     for i, states in enumerate(sorted_states):
         label = "y" if len(sorted_states) == 1 else f"y[{i}]"
@@ -340,3 +362,49 @@ def validate_states(y: Any, n_states: int, *, name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite: it contains NaN or inf.")
     return array
+
+
+def validate_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    """Validate ``score``'s weights: finite, non-negative, not all zero.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+        Ones when ``sample_weight`` is None.
+    """
+    if sample_weight is None:
+        return np.ones(n_samples)
+    weights = _to_numeric_array(sample_weight, "sample_weight")
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},), one weight per sample (time point "
+            f"of a single trajectory, trajectory otherwise), got shape {weights.shape}."
+        )
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("sample_weight must be finite: it contains NaN or inf.")
+    if np.any(weights < 0):
+        raise ValueError(f"sample_weight must be non-negative, got {float(weights.min())!r}.")
+    if not np.any(weights > 0):
+        raise ValueError("sample_weight must have a positive entry, got all zeros.")
+    return weights
+
+
+def validate_state_times(t: Any, n_samples: int, *, name: str = "t") -> np.ndarray:
+    """Validate the times that go with ``n_samples`` states: one finite time for all of
+    them, or one each.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    times = _to_numeric_array(t, name)
+    if times.ndim == 0:
+        times = np.full(n_samples, float(times))
+    if times.shape != (n_samples,):
+        raise ValueError(
+            f"{name} must be a number or have shape ({n_samples},), one time per state, got "
+            f"shape {times.shape}."
+        )
+    if not np.all(np.isfinite(times)):
+        raise ValueError(f"{name} must be finite: it contains NaN or inf.")
+    return times

@@ -7,12 +7,19 @@ losses only every ``check_every`` steps (one synchronisation), where it also kee
 of the last parameters known to give a finite loss. A non-finite loss — a NaN, a
 blow-up or a failed solve — restores that copy, lowers the step and goes on; after
 ``max_recoveries`` such events the stage ends as ``"diverged"`` with the good copy in
-place.
+place. An objective that could not evaluate its loss (a failed solve) returns one
+without a gradient; the host knows that without a synchronisation and checks at once,
+since the next steps would repeat the same, possibly costly, failure.
+
+A ``KeyboardInterrupt`` during the loop also restores the good copy, then propagates as
+:class:`StageInterrupted`, which carries how far the stage got: the runner decides
+whether to keep the model (``on_interrupt="keep_best"``) or to let the interrupt through.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -20,7 +27,10 @@ import torch
 
 from ._monitor import TrainingMonitor
 
-Status = Literal["converged", "max_iter", "diverged", "stopped"]
+Status = Literal["converged", "max_iter", "diverged", "stopped", "interrupted"]
+
+# A failed L-BFGS trial is shown as the start loss plus its magnitude plus this.
+_FAILED_TRIAL_EXCESS = 1.0
 
 
 class Objective(Protocol):
@@ -80,7 +90,7 @@ class StageResult:
         Optimiser steps taken.
     loss : float
         Mean loss over the last checked window (nan if none was finite).
-    status : {"converged", "max_iter", "diverged", "stopped", "skipped"}
+    status : {"converged", "max_iter", "diverged", "stopped", "interrupted", "skipped"}
     message : str
         What happened, in words, for warnings.
     """
@@ -90,6 +100,22 @@ class StageResult:
     loss: float
     status: str
     message: str = ""
+
+
+class StageInterrupted(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` that arrived during a stage's loop.
+
+    The stage's parameters hold the last values with a finite loss.
+
+    Attributes
+    ----------
+    result : StageResult
+        How far the stage got, with status ``"interrupted"``.
+    """
+
+    def __init__(self, result: StageResult) -> None:
+        super().__init__(f"the {result.stage} stage was interrupted at step {result.n_iter}")
+        self.result = result
 
 
 def _make_optimiser(
@@ -119,6 +145,31 @@ def _restore(parameters: list[torch.Tensor], snapshot: list[torch.Tensor]) -> No
             parameter.copy_(saved)
 
 
+def _lbfgs_step(
+    optimiser: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    """One L-BFGS iteration; returns the loss at its start.
+
+    torch's strong-Wolfe line search interpolates between trial losses: an infinite or
+    NaN trial (a failed solve, a blow-up) turns its next trial step into NaN and it gives
+    up without moving, iteration after iteration. It is shown such a trial as a finite
+    loss above the start instead, with no gradient, so it backs off to a shorter step.
+    """
+    evaluations: list[torch.Tensor] = []
+
+    def guarded_closure() -> torch.Tensor:
+        loss = closure().detach()
+        evaluations.append(loss)
+        if len(evaluations) == 1 or bool(torch.isfinite(loss)):
+            return loss
+        optimiser.zero_grad(set_to_none=True)
+        start = evaluations[0]
+        return start + start.abs() + _FAILED_TRIAL_EXCESS
+
+    optimiser.step(guarded_closure)
+    return evaluations[0]
+
+
 def optimise(
     objective: Objective, settings: LoopSettings, monitor: TrainingMonitor, stage: str
 ) -> StageResult:
@@ -128,7 +179,10 @@ def optimise(
     optimiser = _make_optimiser(settings, parameters)
     check_every = 1 if settings.optimiser == "lbfgs" else settings.check_every
     pending: list[torch.Tensor] = []
+    # The parameters after a window's last step have no loss yet: they become the good
+    # copy only once the next window's first loss, taken at them, is finite.
     good_state = _snapshot(parameters)
+    unchecked_state = good_state
     best_window, last_progress, reductions, recoveries = math.inf, 0, 0, 0
     window_mean, status, message = math.nan, "max_iter", ""
     monitor.start_stage(stage, settings.max_iter)
@@ -141,48 +195,63 @@ def optimise(
         return loss
 
     step = 0
-    while step < settings.max_iter:
-        loss = optimiser.step(closure) if settings.optimiser == "lbfgs" else None
-        if loss is None:
-            loss = closure()
-            optimiser.step()
-        pending.append(loss.detach())
-        step += 1
-        if len(pending) < check_every and step < settings.max_iter:
-            continue
-        losses = torch.stack(pending).cpu().tolist()  # the one host synchronisation
-        stop_requested = monitor.record(stage, step - len(pending), losses)
-        pending = []
-        if not all(math.isfinite(value) for value in losses):
-            recoveries += 1
-            _restore(parameters, good_state)
-            if recoveries > settings.max_recoveries:
-                status = "diverged"
-                message = (
-                    f"the {stage} loss became non-finite {recoveries} times; the last "
-                    "parameters with a finite loss were kept"
+    try:
+        while step < settings.max_iter:
+            loss = _lbfgs_step(optimiser, closure) if settings.optimiser == "lbfgs" else None
+            if loss is None:
+                loss = closure()
+                optimiser.step()
+            pending.append(loss.detach())
+            step += 1
+            could_not_evaluate = not loss.requires_grad
+            if len(pending) < check_every and step < settings.max_iter and not could_not_evaluate:
+                continue
+            losses = torch.stack(pending).cpu().tolist()  # the one host synchronisation
+            stop_requested = monitor.record(stage, step - len(pending), losses)
+            pending = []
+            if math.isfinite(losses[0]):  # the window's first loss was taken at them
+                good_state = unchecked_state
+            if not all(math.isfinite(value) for value in losses):
+                recoveries += 1
+                _restore(parameters, good_state)
+                unchecked_state = good_state
+                if recoveries > settings.max_recoveries:
+                    status = "diverged"
+                    message = (
+                        f"the {stage} loss became non-finite {recoveries} times; the last "
+                        "parameters with a finite loss were kept"
+                    )
+                    break
+                learning_rate *= settings.step_reduction
+                optimiser = _make_optimiser(
+                    LoopSettings(**{**settings.__dict__, "learning_rate": learning_rate}),
+                    parameters,
                 )
+                continue
+            unchecked_state = _snapshot(parameters)
+            window_mean = sum(losses) / len(losses)
+            if window_mean < best_window * (1.0 - settings.tol):
+                best_window, last_progress = window_mean, step
+            elif step - last_progress >= settings.n_iter_no_change:
+                if reductions >= settings.max_step_reductions:
+                    status = "converged"
+                    break
+                reductions += 1
+                learning_rate *= settings.step_reduction
+                for group in optimiser.param_groups:
+                    group["lr"] = learning_rate
+                last_progress = step
+            if stop_requested:
+                status, message = "stopped", f"a callback stopped the {stage} stage"
                 break
-            learning_rate *= settings.step_reduction
-            optimiser = _make_optimiser(
-                LoopSettings(**{**settings.__dict__, "learning_rate": learning_rate}), parameters
-            )
-            continue
-        good_state = _snapshot(parameters)
-        window_mean = sum(losses) / len(losses)
-        if window_mean < best_window * (1.0 - settings.tol):
-            best_window, last_progress = window_mean, step
-        elif step - last_progress >= settings.n_iter_no_change:
-            if reductions >= settings.max_step_reductions:
-                status = "converged"
-                break
-            reductions += 1
-            learning_rate *= settings.step_reduction
-            for group in optimiser.param_groups:
-                group["lr"] = learning_rate
-            last_progress = step
-        if stop_requested:
-            status, message = "stopped", f"a callback stopped the {stage} stage"
-            break
+    except KeyboardInterrupt as interrupt:
+        _restore(parameters, good_state)
+        monitor.end_stage("interrupted")
+        message = f"interrupted by the user at step {step} of {settings.max_iter}"
+        result = StageResult(stage, step, window_mean, "interrupted", message)
+        raise StageInterrupted(result) from interrupt
+    except BaseException:
+        monitor.end_stage("failed")  # close the progress bar; the caller handles the error
+        raise
     monitor.end_stage(status)
     return StageResult(stage, step, window_mean, status, message)

@@ -1,0 +1,101 @@
+"""Smoothing splines and derivative estimates (``skneuralode._smoothing``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skneuralode._smoothing import estimate_noise_level, smooth_trajectories
+
+
+def _smooth_one(t: np.ndarray, values: np.ndarray, relative_noise: float | None = None):
+    """Smooth one series of one trajectory (the batch form with a single member)."""
+    states = values.reshape(1, -1, 1)
+    return smooth_trajectories(t[None, :], states, np.array([t.size]), relative_noise)
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.1])
+def test_noise_level_estimate(sigma: float) -> None:
+    t = np.linspace(0.0, 4.0, 400)
+    noisy = np.sin(t) + sigma * np.random.default_rng(0).standard_normal(t.size)
+    assert estimate_noise_level(noisy) == pytest.approx(sigma, rel=0.2)
+
+
+def test_noise_level_of_clean_or_short_series() -> None:
+    t = np.linspace(0.0, 4.0, 200)
+    assert estimate_noise_level(np.sin(t)) < 1e-4
+    assert estimate_noise_level(np.array([1.0, 5.0, -3.0])) == 0.0
+
+
+def test_clean_data_is_nearly_interpolated_and_differentiated() -> None:
+    t = np.linspace(0.0, 6.0, 60)
+    smoothed = _smooth_one(t, np.sin(t))
+    # The residual allowed is the noise estimate, which on clean data is tiny (3e-4).
+    residual = smoothed.states[0, :, 0] - np.sin(t)
+    assert np.sqrt(np.mean(residual**2)) < 3e-4
+    assert_allclose(smoothed.states[0, :, 0], np.sin(t), atol=2e-3)
+    interior = slice(3, -3)
+    assert_allclose(smoothed.derivatives[0, interior, 0], np.cos(t[interior]), atol=3e-3)
+    assert smoothed.inside.all()
+
+
+def test_noisy_data_is_smoothed() -> None:
+    t = np.linspace(0.0, 6.0, 120)
+    noise = 0.05 * np.random.default_rng(1).standard_normal(t.size)
+    smoothed = _smooth_one(t, np.sin(t) + noise)
+    state_error = smoothed.states[0, :, 0] - np.sin(t)
+    assert np.sqrt(np.mean(state_error**2)) < 0.5 * np.sqrt(np.mean(noise**2))
+    slope_error = smoothed.derivatives[0, 5:-5, 0] - np.cos(t[5:-5])
+    # A finite difference of the raw data would be off by about 0.05 * sqrt(2) / dt = 1.4.
+    assert np.sqrt(np.mean(slope_error**2)) < 0.15
+    assert smoothed.noise_level[0] == pytest.approx(0.05, rel=0.3)
+
+
+def test_zero_relative_noise_interpolates() -> None:
+    t = np.linspace(0.0, 3.0, 30)
+    values = np.sin(t) + 0.1 * np.random.default_rng(2).standard_normal(t.size)
+    smoothed = _smooth_one(t, values, relative_noise=0.0)
+    assert_allclose(smoothed.states[0, :, 0], values, atol=1e-4)
+
+
+def test_derivatives_are_in_the_units_of_time() -> None:
+    t = np.linspace(0.0, 6.0, 60)
+    seconds = _smooth_one(t, np.sin(t))
+    milliseconds = _smooth_one(1000.0 * t + 5.0e6, np.sin(t))
+    assert_allclose(milliseconds.derivatives, seconds.derivatives / 1000.0, rtol=1e-6, atol=1e-9)
+
+
+def test_missing_values_are_skipped_and_filled() -> None:
+    t = np.linspace(0.0, 6.0, 60)
+    values = np.sin(t)
+    values[[0, 1, 30, 31, 32]] = np.nan
+    smoothed = _smooth_one(t, values)
+    # Inside the observed span the gap is interpolated ...
+    assert_allclose(smoothed.states[0, 30:33, 0], np.sin(t[30:33]), atol=1e-3)
+    assert_allclose(smoothed.derivatives[0, 30:33, 0], np.cos(t[30:33]), atol=1e-2)
+    # ... while times before the first observation are flagged as extrapolation.
+    assert_array_equal(smoothed.inside[0, :, 0], t >= t[2])
+
+
+def test_padding_and_states_seen_once() -> None:
+    t = np.array([np.linspace(0.0, 1.0, 8), np.r_[np.linspace(0.0, 1.0, 6), 1.0, 1.0]])
+    states = np.full((2, 8, 2), np.nan)
+    states[0, :, 0] = 2.0 * t[0]
+    states[0, :, 1] = 3.0 * t[0]
+    states[1, :6, 0] = -t[1, :6]
+    states[1, 4, 1] = 7.0  # seen once: a constant, never "inside"
+    smoothed = smooth_trajectories(t, states, np.array([8, 6]))
+    assert_allclose(smoothed.derivatives[0], [[2.0, 3.0]] * 8, atol=1e-6)
+    assert_allclose(smoothed.derivatives[1, :6, 0], -1.0, atol=1e-6)
+    assert not smoothed.inside[1, 6:].any()
+    assert_array_equal(smoothed.derivatives[1, 6:], 0.0)
+    assert_allclose(smoothed.states[1, :6, 1], 7.0)
+    assert not smoothed.inside[1, :, 1].any()
+
+
+def test_short_series_fall_back_to_linear_interpolation() -> None:
+    t = np.array([0.0, 1.0, 3.0])
+    smoothed = _smooth_one(t, np.array([1.0, 3.0, 7.0]))
+    assert_allclose(smoothed.states[0, :, 0], [1.0, 3.0, 7.0])
+    assert_allclose(smoothed.derivatives[0, :, 0], 2.0)

@@ -1,0 +1,282 @@
+"""Training stages, the shared optimisation loop and the stage runner."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from skneuralode import NeuralODERegressor
+from skneuralode._collocation import CollocationStage
+from skneuralode._data import validate_trajectories
+from skneuralode._monitor import TrainingMonitor
+from skneuralode._optimisation import LoopSettings, StageResult, optimise
+from skneuralode._polish import PolishStage, trajectory_misfit
+from skneuralode._problem import TrainingProblem, build_problem
+from skneuralode._shooting import ShootingStage
+from skneuralode._solve import SolverSettings
+from skneuralode._stage import StageContext, TrainingStage
+from skneuralode._training import train
+from skneuralode._vector_fields import ODEModel
+
+# A fixed-step solver at the data times: these tests are about the stages, not accuracy.
+SOLVER = SolverSettings(method="rk4")
+
+
+# ---------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def problem(oscillator: tuple[np.ndarray, np.ndarray]) -> TrainingProblem:
+    t, y = oscillator
+    return build_problem(
+        validate_trajectories(t, y),
+        device=torch.device("cpu"),
+        dtype=torch.float64,
+        relative_noise=None,
+    )
+
+
+def fresh_model(problem: TrainingProblem, seed: int = 0) -> ODEModel:
+    torch.manual_seed(seed)
+    estimator = NeuralODERegressor(hidden_layer_sizes=(16,))
+    return estimator._new_model(problem).double()
+
+
+def context(callbacks: tuple = ()) -> StageContext:
+    return StageContext(
+        SOLVER, TrainingMonitor(callbacks=callbacks), torch.Generator().manual_seed(0)
+    )
+
+
+def trajectory_loss(problem: TrainingProblem, model: ODEModel) -> float:
+    with torch.no_grad():
+        loss, failure = trajectory_misfit(problem, model, SOLVER)
+    assert failure is None
+    return float(loss)
+
+
+def parameters_of(model: ODEModel) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in model.state_dict().items()}
+
+
+class Quadratic:
+    """Minimise ``|p - 3|^2`` from 0; some calls of ``loss`` can be made to fail."""
+
+    def __init__(self, nan_calls: set[int] = frozenset(), infinite_gradient_calls=()) -> None:
+        self.point = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        self.calls = 0
+        self.nan_calls = nan_calls
+        self.infinite_gradient_calls = set(infinite_gradient_calls)
+        self.points_at_failures: list[torch.Tensor] = []
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.point]
+
+    def loss(self) -> torch.Tensor:
+        self.calls += 1
+        loss = ((self.point - 3.0) ** 2).sum()
+        if self.calls in self.nan_calls:
+            return loss * float("nan")
+        if self.calls in self.infinite_gradient_calls:
+            # The value stays finite, the gradient is infinite: the step wrecks the point.
+            return loss + torch.sqrt((self.point - self.point.detach()).abs()).sum()
+        return loss
+
+
+def minimise(
+    objective: Quadratic, monitor: TrainingMonitor | None = None, **settings: object
+) -> StageResult:
+    """Run the loop on a toy objective (Adam, step 0.1 unless told otherwise)."""
+    loop = LoopSettings(**{"max_iter": 200, "learning_rate": 0.1, **settings})
+    return optimise(objective, loop, monitor or TrainingMonitor(), "toy")
+
+
+def at_optimum(objective: Quadratic, tolerance: float) -> bool:
+    return bool(
+        torch.allclose(objective.point.detach(), torch.full((2,), 3.0).double(), atol=tolerance)
+    )
+
+
+# ------------------------------------------------------------------------ the stages
+@pytest.mark.parametrize(
+    "stage",
+    [
+        CollocationStage(max_iter=100),
+        ShootingStage(max_iter=60, learning_rate=1e-2),
+        PolishStage(max_iter=5),
+    ],
+    ids=["collocation", "shooting", "polish"],
+)
+def test_each_stage_alone_lowers_the_loss(problem: TrainingProblem, stage: TrainingStage) -> None:
+    model = fresh_model(problem)
+    before = trajectory_loss(problem, model)
+    run = context()
+    report = train(problem, model, [stage], run)
+    assert [result.stage for result in report.results] == [stage.name]
+    assert report.results[0].status in {"max_iter", "converged"}
+    assert report.kept_after == stage.name
+    # The whole-trajectory misfit falls to well under half ...
+    assert report.trajectory_loss < 0.5 * before
+    assert trajectory_loss(problem, model) == pytest.approx(report.trajectory_loss)
+    # ... and so does the stage's own loss over its iterations.
+    losses = [record["loss"] for record in run.monitor.history]
+    assert len(losses) == report.results[0].n_iter
+    assert all(record["stage"] == stage.name for record in run.monitor.history)
+    assert np.mean(losses[-3:]) < 0.5 * losses[0]
+
+
+def test_stages_in_sequence_improve_on_each_other(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    collocation_only = fresh_model(problem)
+    train(problem, collocation_only, [CollocationStage(max_iter=100)], context())
+    report = train(
+        problem,
+        model,
+        [CollocationStage(max_iter=100), ShootingStage(max_iter=40), PolishStage(max_iter=5)],
+        context(),
+    )
+    assert [result.stage for result in report.results] == ["collocation", "shooting", "polish"]
+    assert report.n_iter == sum(result.n_iter for result in report.results)
+    assert report.trajectory_loss < trajectory_loss(problem, collocation_only)
+
+
+@dataclass
+class Sabotage(TrainingStage):
+    """A stage that makes the model much worse."""
+
+    name: str = "sabotage"
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        with torch.no_grad():
+            for parameter in model.field.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        return StageResult(self.name, 1, 0.0, "max_iter")
+
+
+def test_runner_keeps_the_best_stage(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    reference = fresh_model(problem)
+    train(problem, reference, [CollocationStage(max_iter=50)], context())
+    report = train(problem, model, [CollocationStage(max_iter=50), Sabotage()], context())
+    assert report.kept_after == "collocation"
+    assert [result.stage for result in report.results] == ["collocation", "sabotage"]
+    for name, value in parameters_of(reference).items():
+        assert torch.equal(model.state_dict()[name], value), name
+    assert report.trajectory_loss == pytest.approx(trajectory_loss(problem, reference))
+
+
+def test_runner_keeps_a_trained_model_that_no_stage_beats(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    train(problem, model, [CollocationStage(max_iter=50)], context())
+    trained = parameters_of(model)
+    report = train(problem, model, [Sabotage()], context(), model_is_trained=True)
+    assert report.kept_after == "start"
+    for name, value in trained.items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_shooting_only_if_needed_is_skipped_on_a_good_fit(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    stages = [CollocationStage(max_iter=50), ShootingStage(only_if_needed=True, needed_above=1.0)]
+    report = train(problem, model, stages, context())
+    assert report.results[1].status == "skipped"
+    assert report.results[1].n_iter == 0
+    assert "within the noise" in report.results[1].message
+
+
+def test_a_callback_stops_a_stage(problem: TrainingProblem) -> None:
+    seen: list[dict] = []
+
+    def stop_at_iteration_25(record: dict) -> bool:
+        seen.append(record)
+        return record["iteration"] >= 25
+
+    run = context(callbacks=(stop_at_iteration_25,))
+    model = fresh_model(problem)
+    report = train(problem, model, [CollocationStage(max_iter=500)], run)
+    result = report.results[0]
+    assert result.status == "stopped"
+    assert "callback" in result.message
+    # The host checks every 10 steps: the window holding iteration 25 is the last one.
+    assert result.n_iter == 30
+    assert [record["iteration"] for record in seen] == list(range(30))
+    assert set(seen[0]) == {"stage", "iteration", "loss", "seconds"}
+
+
+# --------------------------------------------------------------- divergence recovery
+def test_loop_converges_on_a_quadratic() -> None:
+    objective = Quadratic()
+    result = minimise(objective, max_iter=400)
+    assert result.status in {"max_iter", "converged"}
+    assert at_optimum(objective, 1e-2)
+
+
+def test_loop_recovers_from_a_few_non_finite_losses() -> None:
+    objective = Quadratic(nan_calls={15, 16, 17})
+    monitor = TrainingMonitor()
+    result = minimise(objective, monitor, max_iter=400)
+    losses = [record["loss"] for record in monitor.history]
+    assert any(math.isnan(loss) for loss in losses)  # the failure was seen ...
+    assert result.status in {"max_iter", "converged"}  # ... and survived
+    assert math.isfinite(result.loss)
+    assert at_optimum(objective, 0.05)
+
+
+def test_loop_gives_up_after_repeated_failures_with_the_last_good_parameters() -> None:
+    # Every loss from call 25 on is NaN: windows 1-2 are good, window 3 is not.
+    objective = Quadratic(nan_calls=set(range(25, 10_000)))
+    result = minimise(objective, max_iter=400, max_recoveries=3)
+    assert result.status == "diverged"
+    assert "non-finite 4 times" in result.message
+    assert result.n_iter == 10 * (2 + 4)
+    # Parameters are copied every 10 steps: the point restored is the one after step 20,
+    # where the (finite) 21st loss was taken.
+    reference = Quadratic()
+    minimise(reference, max_iter=20)
+    assert torch.equal(objective.point.detach(), reference.point.detach())
+
+
+def test_loop_does_not_keep_parameters_whose_loss_was_never_seen() -> None:
+    # The loss of step 10 (the last of the first window) is finite but its gradient is
+    # not: the step lands on NaN parameters, which must not become the "good" copy.
+    objective = Quadratic(infinite_gradient_calls={10})
+    result = minimise(objective)
+    assert result.status != "diverged", result.message
+    assert torch.isfinite(objective.point).all()
+    assert math.isfinite(result.loss)
+
+
+def test_lbfgs_loop_recovers_from_a_non_finite_loss() -> None:
+    objective = Quadratic(nan_calls={3})
+    result = minimise(objective, max_iter=20, learning_rate=1.0, optimiser="lbfgs")
+    assert result.status != "diverged"
+    assert torch.isfinite(objective.point).all()
+    assert result.loss < 1e-3
+
+
+def test_loop_stops_on_a_plateau() -> None:
+    result = minimise(Quadratic(), max_iter=10_000, n_iter_no_change=20)
+    assert result.status == "converged"
+    assert result.n_iter < 10_000
+
+
+class Walled(Quadratic):
+    """``|p - 3|^2``, but the solve "fails" (infinite loss, no gradient) beyond |p| = 0.3."""
+
+    def loss(self) -> torch.Tensor:
+        if self.point.detach().abs().max() > 0.3:
+            return torch.tensor(float("inf"), dtype=torch.float64)
+        return super().loss()
+
+
+def test_lbfgs_line_search_backs_off_from_a_failed_trial() -> None:
+    # L-BFGS's first trial step lands at |p| = 0.5, where the loss is infinite.
+    objective = Walled()
+    monitor = TrainingMonitor()
+    result = minimise(objective, monitor, max_iter=10, learning_rate=1.0, optimiser="lbfgs")
+    assert torch.isfinite(objective.point).all()
+    assert objective.point.detach().abs().max() <= 0.3
+    assert result.loss < 0.9 * 18.0  # it moved towards the wall
+    assert monitor.history[-1]["loss"] < monitor.history[0]["loss"]
