@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -12,12 +13,18 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils import check_random_state
+from sklearn.utils import Tags, check_random_state
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._collocation import CollocationStage
-from ._data import TimeGrids, validate_states, validate_times, validate_trajectories
+from ._data import (
+    TimeGrids,
+    validate_sample_weight,
+    validate_states,
+    validate_times,
+    validate_trajectories,
+)
 from ._device import device_for_prediction, resolve_device, resolve_dtype
 from ._monitor import TrainingMonitor
 from ._params import COMMON_CONSTRAINTS, check_callbacks, check_hidden_layer_sizes
@@ -27,10 +34,19 @@ from ._problem import TrainingProblem, build_problem
 from ._shooting import ShootingStage
 from ._solve import SolverSettings
 from ._stage import StageContext, TrainingStage
+from ._threads import limit_torch_threads_in_workers, seeded_global_rng
 from ._training import TrainingReport, train
 from ._vector_fields import ODEModel, StateScaling
 
 _POOR_FIT_LOSS = 0.5  # scaled MSE above which the fit explains less than about half
+_FLAT_RELATIVE_SPREAD = 1e-6  # a state whose spread is below this fraction of its level
+
+
+def flat_states(states: np.ndarray) -> list[int]:
+    """States of a (n_traj, n_times, n_states) batch that are constant up to tiny noise."""
+    level = np.abs(np.nanmean(states, axis=(0, 1)))
+    spread = np.nanstd(states, axis=(0, 1))
+    return np.flatnonzero(spread <= _FLAT_RELATIVE_SPREAD * level).tolist()
 
 
 def masked_r2_score(
@@ -112,6 +128,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
                     continuity_weight=self.continuity_weight,
                     tol=self.tol,
                     n_iter_no_change=self.n_iter_no_change,
+                    grow_segments=self.segment_growth,
                     only_if_needed=self.shooting == "auto",
                 )
             )
@@ -139,6 +156,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         -------
         self
         """
+        limit_torch_threads_in_workers()
         self._validate_params()
         check_hidden_layer_sizes(self.hidden_layer_sizes)
         callbacks = check_callbacks(self.callbacks)
@@ -163,16 +181,28 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             relative_noise=relative_noise,
             scaling=previous_scaling,
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed):
             model = self._continued_model(problem) if continuing else self._new_model(problem)
         model = model.to(device=device, dtype=dtype)
         generator = torch.Generator(device=device).manual_seed(seed)
         monitor = TrainingMonitor(self.verbose, callbacks)
         context = StageContext(self._solver_settings(), monitor, generator)
-        report = train(problem, model, stages, context, model_is_trained=continuing)
-        self._set_fitted_state(model, problem, batch, report, monitor)
-        self._warn_about(report)
+        report = train(
+            problem,
+            model,
+            stages,
+            context,
+            model_is_trained=continuing,
+            keep_best_on_interrupt=self.on_interrupt == "keep_best",
+        )
+        previous_state = dict(vars(self))
+        try:
+            self._set_fitted_state(model, problem, batch, report, monitor)
+        except BaseException:  # never leave a half-updated estimator behind
+            vars(self).clear()
+            vars(self).update(previous_state)
+            raise
+        self._warn_about(report, flat_states(batch.states))
         return self
 
     def _new_model(self, problem: TrainingProblem) -> ODEModel:
@@ -184,7 +214,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             field,
             scaling,
             torch.cat([initial, augmented], dim=1),
-            problem.times[:, 0].detach().cpu(),
+            problem.times[:, 0].detach().cpu().clone(),  # a view would pickle all times
             problem.n_states,
         )
 
@@ -194,7 +224,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             initial = problem.smoothed_states[:, 0].detach().cpu().to(model.initial_states.dtype)
             augmented = initial.new_zeros(problem.n_traj, model.n_total_states - problem.n_states)
             model.initial_states = nn.Parameter(torch.cat([initial, augmented], dim=1))
-        model.initial_times = problem.times[:, 0].detach().cpu().to(model.initial_states.dtype)
+        initial_times = problem.times[:, 0].detach().cpu().clone()  # a view pickles all times
+        model.initial_times = initial_times.to(model.initial_states.dtype)
         return model
 
     def _set_fitted_state(
@@ -226,12 +257,26 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         self.stage_results_ = report.results
         self._after_fit()
 
-    def _warn_about(self, report: TrainingReport) -> None:
+    def _warn_about(self, report: TrainingReport, flat: list[int]) -> None:
+        if report.interrupted_in is not None:
+            warnings.warn(
+                f"Training was interrupted (KeyboardInterrupt) in the {report.interrupted_in} "
+                "stage; as on_interrupt='keep_best' asks, the best model so far was kept "
+                f"(after {report.kept_after}, scaled trajectory MSE "
+                f"{report.trajectory_loss:.3g}). Fit again with warm_start=True to continue.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         for result in report.results:
             if result.status == "diverged":
+                remedy = {
+                    "collocation": "a smaller collocation_learning_rate",
+                    "shooting": "a smaller shooting_learning_rate or a shorter segment_length",
+                }.get(result.stage, "polish=False")
                 warnings.warn(
-                    f"Training diverged: {result.message}. Try a smaller "
-                    f"{result.stage}_learning_rate or max_iter.",
+                    f"Training diverged: {result.message}. Try {remedy}; if the solver "
+                    "failed, a larger max_num_steps or a fixed-step solver such as "
+                    "solver='rk4' with a step_size.",
                     ConvergenceWarning,
                     stacklevel=3,
                 )
@@ -244,10 +289,16 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
                 stacklevel=3,
             )
         elif report.trajectory_loss > _POOR_FIT_LOSS:
+            flat_hint = (
+                f" State(s) {flat} vary by less than {_FLAT_RELATIVE_SPREAD:g} of their level: "
+                "constant up to noise, they leave little but noise to fit."
+                if flat
+                else ""
+            )
             warnings.warn(
                 f"The fit is poor (scaled trajectory MSE {report.trajectory_loss:.3g}, i.e. "
-                f"R^2 about {1 - report.trajectory_loss:.2f} on the training data). Try "
-                "polish=True, a larger max_iter, a wider network, or check the data.",
+                f"R^2 about {1 - report.trajectory_loss:.2f} on the training data).{flat_hint} "
+                "Try polish=True, a larger max_iter, a wider network, or check the data.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -324,6 +375,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         y_pred : ndarray or list of ndarray
             Predicted states, in the caller's order and layout (see the user guide).
         """
+        limit_torch_threads_in_workers()
         self._fitted_model()
         grids = validate_times(t)
         scaled, starts, grids = self._initial_conditions(grids, y0)
@@ -347,6 +399,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         -------
         score : float
         """
+        limit_torch_threads_in_workers()
         self._fitted_model()
         batch = validate_trajectories(t, y)
         if batch.n_states != self.n_features_in_:
@@ -355,14 +408,12 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             )
         grids = batch.grids
         single = grids.layout.kind == "single" and self.n_trajectories_ == 1
+        n_samples = int(batch.lengths[0]) if single else batch.n_traj
+        weights = validate_sample_weight(sample_weight, n_samples)
         y0 = None if single else batch.first_observed_states()
         scaled, starts, grids = self._initial_conditions(grids, y0)
         predicted = self._integrate(scaled, starts, grids)
         observed = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
-        n_samples = len(observed[0]) if single else len(observed)
-        weights = np.ones(n_samples) if sample_weight is None else np.asarray(sample_weight, float)
-        if weights.shape != (n_samples,):
-            raise ValueError(f"sample_weight must have shape ({n_samples},), got {weights.shape}.")
         if single:
             weights = [weights[grids.orders[0]]]
         return masked_r2_score(predicted, observed, list(weights))
@@ -394,3 +445,63 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         if module is not None and next(module.parameters()).device.type != "cpu":
             state["module_"] = copy.deepcopy(module).cpu()
         return state
+
+    # ------------------------------------- scikit-learn tags and the safe file format
+    # (kept apart from the training machinery above; see _persistence.py and _threads.py)
+    def __sklearn_tags__(self) -> Tags:
+        """Tags for scikit-learn: ``X`` is time (1-D for one trajectory, 2-D for several)
+        and ``y`` may hold several states."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.one_d_array = True
+        tags.input_tags.two_d_array = True
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        # scikit-learn's benchmark for regressors (R^2 > 0.5 on make_regression) asks for
+        # y as a function of 10 features; with X[:, 0] as time that y is noise in time.
+        tags.regressor_tags.poor_score = True
+        try:
+            tags.non_deterministic = resolve_device(self.device).type == "cuda"
+        except ValueError:  # an invalid device is reported by fit, not by the tags
+            tags.non_deterministic = False
+        return tags
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save the estimator in skneuralode's safe file format (no pickle).
+
+        The file is a zip archive holding the constructor arguments and fitted attributes
+        as JSON and the torch weights as a tensor-only ``torch.save`` file. Callables
+        (``known``, ``feature_map``, callbacks) are stored by import path; loading
+        imports them only if the caller allows it. Load with :func:`skneuralode.load`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Where to write the file (conventionally ``*.skn``); replaced atomically.
+
+        Raises
+        ------
+        ValueError
+            If an argument holds something that cannot be stored without pickle, e.g. a
+            ``known`` defined inside a function or as a lambda.
+
+        See Also
+        --------
+        skneuralode.load : Read a file written by this method.
+        joblib.dump : Pickle-based persistence (runs code on load: trusted files only).
+
+        Examples
+        --------
+        >>> import numpy as np, skneuralode, tempfile, pathlib
+        >>> t = np.linspace(0, 2, 20)
+        >>> y = np.exp(-t)[:, None]
+        >>> est = skneuralode.NeuralODERegressor(hidden_layer_sizes=(8,), max_iter=30,
+        ...                                      random_state=0, device="cpu").fit(t, y)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "decay.skn"
+        >>> est.save(path)
+        >>> loaded = skneuralode.load(path)
+        >>> bool(np.array_equal(loaded.predict(t), est.predict(t)))
+        True
+        """
+        from ._persistence import save_estimator
+
+        save_estimator(self, path)

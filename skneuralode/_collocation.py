@@ -33,18 +33,35 @@ class _CollocationObjective:
         generator: torch.Generator,
     ) -> None:
         n_states = problem.n_states
+        n_total = model.n_total_states
         weight = problem.smoothing_weight.reshape(-1, n_states)  # (n_pairs, n_states)
         keep = weight.sum(dim=1) > 0
         states = problem.smoothed_states.reshape(-1, n_states)[keep]
-        augmented = states.new_zeros(states.shape[0], model.n_total_states - n_states)
-        self.states = torch.cat([states, augmented], dim=1)  # (n_pairs, n_total_states)
-        self.rates = problem.smoothed_derivatives.reshape(-1, n_states)[keep]
-        self.weight = weight[keep]
-        self.times = problem.times.reshape(-1)[keep]
+        augmented = states.new_zeros(states.shape[0], n_total - n_states)
+        # Everything a pair holds, side by side, so a mini-batch is ONE row gather:
+        # [states + augmented zeros | rates | weight | time], (n_pairs, n_total + 2 n_states + 1)
+        self.pairs = torch.cat(
+            [
+                states,
+                augmented,
+                problem.smoothed_derivatives.reshape(-1, n_states)[keep],
+                weight[keep],
+                problem.times.reshape(-1, 1)[keep],
+            ],
+            dim=1,
+        )
+        self.columns = {
+            "states": slice(0, n_total),
+            "rates": slice(n_total, n_total + n_states),
+            "weight": slice(n_total + n_states, n_total + 2 * n_states),
+            "times": n_total + 2 * n_states,
+        }
         self.model = model
         self.n_states = n_states
-        self.batch_size = min(batch_size, self.states.shape[0])
-        self.full_batch = self.batch_size == self.states.shape[0]
+        n_pairs = self.pairs.shape[0]
+        self.n_pairs = n_pairs
+        self.batch_size = min(batch_size, n_pairs)
+        self.full_batch = self.batch_size == n_pairs
         self.huber_delta = huber_delta
         self.generator = generator
 
@@ -53,17 +70,21 @@ class _CollocationObjective:
 
     def loss(self) -> torch.Tensor:
         if self.full_batch:
-            rows = slice(None)
+            batch = self.pairs
         else:
             rows = torch.randint(
-                self.states.shape[0],
+                self.n_pairs,
                 (self.batch_size,),
                 generator=self.generator,
                 device=self.generator.device,
-            ).to(self.states.device)
-        times, states = self.times[rows], self.states[rows]
+            ).to(self.pairs.device)
+            batch = self.pairs.index_select(0, rows)  # (batch_size, n_columns)
+        columns = self.columns
+        times, states = batch[:, columns["times"]], batch[:, columns["states"]]
         predicted = self.model.field(times, states)[:, : self.n_states]
-        misfit = masked_huber(predicted, self.rates[rows], self.weight[rows], self.huber_delta)
+        misfit = masked_huber(
+            predicted, batch[:, columns["rates"]], batch[:, columns["weight"]], self.huber_delta
+        )
         return misfit + self.model.regularisation(times, states)
 
 

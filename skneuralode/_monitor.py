@@ -41,7 +41,9 @@ class TrainingMonitor:
 
     def end_stage(self, status: str) -> None:
         if self._bar is not None:
-            self._bar.set_postfix_str(f"{self._bar.postfix or ''} [{status}]", refresh=True)
+            # A stage that ends before its first record has no postfix yet.
+            postfix = getattr(self._bar, "postfix", None) or ""
+            self._bar.set_postfix_str(f"{postfix} [{status}]", refresh=True)
             self._bar.close()
             self._bar = None
 

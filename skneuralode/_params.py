@@ -40,6 +40,7 @@ COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "dtype": [StrOptions({"auto", "float32", "float64"})],
     "verbose": ["verbose"],
     "warm_start": ["boolean"],
+    "on_interrupt": [StrOptions({"raise", "keep_best"})],
 }
 
 

@@ -9,15 +9,23 @@ grid ``0, 1, ..., n_points - 1`` piecewise linearly: on ``[k, k + 1]`` member ``
 variables is exact, so one solve serves a batch of arbitrary grids (also decreasing or
 with zero-length padding intervals). The solver is told about the kinks at the integers.
 
-Failures (step-size underflow, step budget exhausted) come back as an outcome, not as an
+Every solve has a step budget, ``max_num_steps`` steps for all output times together
+(torchdiffeq's own limit counts per output interval, so a long grid could take hundreds of
+thousands of steps). A solve that needs no gradient (prediction, the runner's evaluation)
+and fails with an explicit method is retried once with scipy's LSODA, which switches to an
+implicit BDF method when the dynamics are stiff, under the same budget. Failures
+(step-size underflow, step budget exhausted, blow-up) come back as an outcome, not as an
 exception: the caller decides whether to retry, restore or warn.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from scipy.integrate import solve_ivp
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
@@ -35,6 +43,8 @@ FIXED_STEP_SOLVERS = frozenset(
     }
 )
 SOLVER_NAMES = frozenset(name for name in SOLVERS if name != "scipy_solver")
+STIFF_FALLBACK_METHOD = "LSODA"
+_STIFF_EVALUATIONS_PER_STEP = 4  # LSODA's budget in field evaluations, per allowed step
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,12 @@ class SolverSettings:
     adjoint : bool
         Differentiate with the adjoint method (memory independent of the number of steps).
     max_num_steps : int
-        Step budget of one adaptive solve; exceeding it is a failure outcome.
+        Step budget of one solve, all output times together; exceeding it is a failure
+        outcome (a fixed-step solve that would need more steps is one too).
     step_size : float or None
         Step of fixed-step methods in scaled time; None steps at the output times.
+    stiff_fallback : bool
+        Retry a failed solve that needs no gradient with scipy's LSODA.
     """
 
     method: str = "dopri5"
@@ -61,6 +74,7 @@ class SolverSettings:
     adjoint: bool = False
     max_num_steps: int = 10_000
     step_size: float | None = None
+    stiff_fallback: bool = True
     extra_options: dict = field(default_factory=dict)
 
     @property
@@ -126,6 +140,89 @@ class _WarpedField(nn.Module):
         return lengths[:, None] * self.field(real_times, z)
 
 
+class _StepBudgetExhausted(Exception):
+    """Raised from inside a solve when it has used up its step budget."""
+
+
+class _BudgetedField(nn.Module):
+    """Counts solver steps (torchdiffeq calls ``callback_step`` before each attempt)."""
+
+    def __init__(self, func: nn.Module, max_steps: float) -> None:
+        super().__init__()
+        self.func = func
+        self.max_steps = max_steps
+        self.steps = 0
+
+    def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.func(s, z)
+
+    def callback_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.steps += 1
+        if self.steps > self.max_steps:
+            raise _StepBudgetExhausted
+
+
+def _budget_message(settings: SolverSettings) -> str:
+    return (
+        f"the ODE solver used up its budget of max_num_steps={settings.max_num_steps} steps "
+        "before the last output time (stiff or exploding dynamics)"
+    )
+
+
+def _fixed_steps_needed(settings: SolverSettings, grid: torch.Tensor) -> float:
+    """Steps a fixed-step solve over ``grid`` takes (one per output interval at least)."""
+    intervals = grid.shape[0] - 1
+    if settings.step_size is None:
+        return intervals
+    span = abs(float(grid[-1] - grid[0]))
+    return math.ceil(span / settings.step_size) + intervals
+
+
+def _solve_stiff(
+    func: nn.Module, initial_states: torch.Tensor, grid: torch.Tensor, settings: SolverSettings
+) -> SolveResult:
+    """Integrate with scipy's LSODA (no gradient), budgeted in field evaluations.
+
+    The members of the batch are independent, so the Jacobian is block diagonal: LSODA is
+    told it is banded, which keeps its finite differences at ``2 n_total_states - 1``
+    field evaluations whatever the batch size.
+    """
+    n_batch, n_total_states = initial_states.shape
+    dtype, device = initial_states.dtype, initial_states.device
+    max_evaluations = _STIFF_EVALUATIONS_PER_STEP * settings.max_num_steps
+    evaluations = 0
+
+    def rates(s: float, flat_states: np.ndarray) -> np.ndarray:
+        nonlocal evaluations
+        evaluations += 1
+        if evaluations > max_evaluations:
+            raise _StepBudgetExhausted
+        states = torch.as_tensor(flat_states.reshape(n_batch, n_total_states), device=device)
+        time = torch.as_tensor(s, dtype=dtype, device=device)
+        derivative = func(time, states.to(dtype))
+        return derivative.detach().cpu().numpy().astype(np.float64).reshape(-1)
+
+    times = grid.detach().cpu().numpy().astype(np.float64)
+    try:
+        solution = solve_ivp(
+            rates,
+            (times[0], times[-1]),
+            initial_states.detach().cpu().numpy().astype(np.float64).reshape(-1),
+            method=STIFF_FALLBACK_METHOD,
+            t_eval=times,
+            rtol=settings.rtol,
+            atol=settings.atol,
+            lband=n_total_states - 1,
+            uband=n_total_states - 1,
+        )
+    except _StepBudgetExhausted:
+        return SolveResult(None, _budget_message(settings) + f", also with {STIFF_FALLBACK_METHOD}")
+    if solution.status != 0 or not np.all(np.isfinite(solution.y)):
+        return SolveResult(None, f"{STIFF_FALLBACK_METHOD} stopped: {solution.message}")
+    states = solution.y.T.reshape(times.shape[0], n_batch, n_total_states)
+    return SolveResult(torch.as_tensor(states, dtype=dtype, device=device).transpose(0, 1))
+
+
 def _options(settings: SolverSettings, kinks: torch.Tensor | None) -> dict:
     options = dict(settings.extra_options)
     if settings.is_fixed_step:
@@ -134,10 +231,24 @@ def _options(settings: SolverSettings, kinks: torch.Tensor | None) -> dict:
         if kinks is not None:
             options["perturb"] = True
     else:
-        options["max_num_steps"] = settings.max_num_steps
+        options["max_num_steps"] = settings.max_num_steps + 1  # our budget counts first
         if kinks is not None and kinks.numel() > 0:
             options["jump_t"] = kinks
     return options
+
+
+def _adjoint_arguments(field: nn.Module, settings: SolverSettings, options: dict) -> dict:
+    """Arguments of ``odeint_adjoint``: the field's parameters and the backward options.
+
+    Adaptive backward solves control their error on the state and its adjoint only (the
+    "seminorm" of Kidger et al. 2021): the parameters' adjoint is an integral that does
+    not feed back into the dynamics, and letting it shrink the steps makes the backward
+    pass several times slower for no accuracy where it matters.
+    """
+    arguments: dict = {"adjoint_params": tuple(field.parameters())}
+    if not settings.is_fixed_step:
+        arguments["adjoint_options"] = {**options, "norm": "seminorm"}
+    return arguments
 
 
 def solve(
@@ -176,12 +287,31 @@ def solve(
         func = _WarpedField(field, times)
         grid = torch.arange(times.shape[1], dtype=times.dtype, device=times.device)
         kinks = grid[1:-1]
-    options = _options(settings, kinks)
+    if settings.is_fixed_step and _fixed_steps_needed(settings, grid) > settings.max_num_steps:
+        return SolveResult(None, _budget_message(settings))
+    result = _solve_explicit(func, field, initial_states, grid, settings, kinks)
+    if result.ok or not settings.stiff_fallback or torch.is_grad_enabled():
+        return result
+    fallback = _solve_stiff(func, initial_states, grid, settings)
+    return fallback if fallback.ok else SolveResult(None, f"{result.failure}; {fallback.failure}")
+
+
+def _solve_explicit(
+    func: nn.Module,
+    field: nn.Module,
+    initial_states: torch.Tensor,
+    grid: torch.Tensor,
+    settings: SolverSettings,
+    kinks: torch.Tensor | None,
+) -> SolveResult:
+    """One torchdiffeq solve under the step budget; failures become outcomes."""
+    budgeted = _BudgetedField(func, settings.max_num_steps)
     integrate = odeint_adjoint if settings.adjoint else odeint
-    extra = {"adjoint_params": tuple(field.parameters())} if settings.adjoint else {}
+    options = _options(settings, kinks)
+    extra = _adjoint_arguments(field, settings, options) if settings.adjoint else {}
     try:
         solution = integrate(
-            func,
+            budgeted,
             initial_states,
             grid,
             rtol=settings.rtol,
@@ -190,6 +320,10 @@ def solve(
             options=options,
             **extra,
         )
-    except AssertionError as error:  # torchdiffeq reports underflow and budget this way
+    except _StepBudgetExhausted:
+        return SolveResult(None, _budget_message(settings))
+    except AssertionError as error:  # torchdiffeq reports underflow and blow-up this way
         return SolveResult(None, f"the ODE solver stopped: {error}")
+    finally:
+        budgeted.max_steps = math.inf  # the adjoint's backward solve is not cut short
     return SolveResult(solution.transpose(0, 1))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._optimisation import StageResult
+from ._optimisation import StageInterrupted, StageResult
 from ._polish import trajectory_misfit
 from ._problem import TrainingProblem
 from ._stage import StageContext, TrainingStage
@@ -31,12 +31,16 @@ class TrainingReport:
         The stage after which the kept model was taken ("start" for the initial model).
     solver_failure : str or None
         Why the kept model could not be integrated, if it could not.
+    interrupted_in : str or None
+        The stage during (or right after) which a ``KeyboardInterrupt`` ended training
+        when the best model so far was kept; None if training was not interrupted.
     """
 
     results: list[StageResult]
     trajectory_loss: float
     kept_after: str
     solver_failure: str | None
+    interrupted_in: str | None = None
 
     @property
     def n_iter(self) -> int:
@@ -52,6 +56,12 @@ def _evaluate(
     return (value if math.isfinite(value) else math.inf), failure
 
 
+def _interrupted_result(stage: TrainingStage, interrupt: KeyboardInterrupt) -> StageResult:
+    if isinstance(interrupt, StageInterrupted):
+        return interrupt.result
+    return StageResult(stage.name, 0, math.nan, "interrupted", "interrupted by the user")
+
+
 def train(
     problem: TrainingProblem,
     model: ODEModel,
@@ -59,6 +69,7 @@ def train(
     context: StageContext,
     *,
     model_is_trained: bool = False,
+    keep_best_on_interrupt: bool = False,
 ) -> TrainingReport:
     """Run ``stages`` in order on ``model`` (in place).
 
@@ -66,6 +77,11 @@ def train(
     the lowest full-trajectory misfit is the one kept, so a stage that makes things
     worse (or diverges) can never leave the estimator worse than before it ran. A model
     that is already trained (``warm_start``) is evaluated first and competes too.
+
+    A ``KeyboardInterrupt`` during a stage propagates, unless ``keep_best_on_interrupt``:
+    then the interrupted stage's last parameters with a finite loss are evaluated like a
+    finished stage's, the remaining stages are skipped, and the best model so far is
+    kept. An interrupt during an evaluation leaves that model out of the comparison.
     """
     best_loss, failure = (
         _evaluate(problem, model, context) if model_is_trained else (math.inf, None)
@@ -73,18 +89,38 @@ def train(
     current_loss = best_loss
     best_state, kept_after = copy.deepcopy(model.state_dict()), "start"
     results: list[StageResult] = []
+    interrupted_in: str | None = None
     for stage in stages:
+        if interrupted_in is not None:
+            results.append(StageResult(stage.name, 0, math.nan, "skipped", "interrupted"))
+            continue
         reason = stage.skip_reason(problem, current_loss)
         if reason is not None:
             results.append(StageResult(stage.name, 0, current_loss, "skipped", reason))
             continue
-        results.append(stage.run(problem, model, context))
-        loss, stage_failure = _evaluate(problem, model, context)
+        try:
+            results.append(stage.run(problem, model, context))
+        except KeyboardInterrupt as interrupt:
+            if not keep_best_on_interrupt:
+                raise
+            results.append(_interrupted_result(stage, interrupt))
+            interrupted_in = stage.name
+        try:
+            loss, stage_failure = _evaluate(problem, model, context)
+        except KeyboardInterrupt:
+            if not keep_best_on_interrupt:
+                raise
+            interrupted_in = stage.name
+            continue
         current_loss = loss
         if loss <= best_loss:
             best_loss, failure, kept_after = loss, stage_failure, stage.name
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     return TrainingReport(
-        results, best_loss, kept_after, failure if best_loss == math.inf else None
+        results,
+        best_loss,
+        kept_after,
+        failure if best_loss == math.inf else None,
+        interrupted_in,
     )

@@ -71,6 +71,46 @@ def multilayer_perceptron(
     return nn.Sequential(*layers)
 
 
+def checked_features(
+    raw_features: Callable[[torch.Tensor], torch.Tensor],
+    scaled_states: torch.Tensor,
+    scaling: StateScaling,
+) -> np.ndarray:
+    """``feature_map`` at reference states, checked: a finite tensor (n_points, n_features).
+
+    Called once when a model is built, so that a ``feature_map`` that fails or returns the
+    wrong thing is reported as such rather than from deep inside training.
+    """
+    shape = tuple(scaled_states.shape)
+    try:
+        with torch.no_grad():
+            features = raw_features(scaled_states)
+    except Exception as error:
+        raise ValueError(
+            f"feature_map raised {type(error).__name__}: {error} when called on physical "
+            f"states of shape {shape}; it must map (..., n_states) to (..., n_features)."
+        ) from error
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(
+            f"feature_map must return a torch.Tensor, got {type(features).__name__}; build it "
+            "from its torch input (e.g. torch.cat([y, y**3], dim=-1))."
+        )
+    if features.ndim != 2 or features.shape[0] != shape[0] or features.shape[1] == 0:
+        raise ValueError(
+            f"feature_map must map states of shape (..., n_states) to (..., n_features); on "
+            f"states of shape {shape} it returned shape {tuple(features.shape)}."
+        )
+    values = features.detach().cpu().numpy()
+    if not np.all(np.isfinite(values)):
+        physical = scaling.to_physical_states(scaled_states).cpu().numpy()
+        bad_row = int(np.argmin(np.isfinite(values).all(axis=1)))
+        raise ValueError(
+            f"feature_map returned non-finite values (NaN or inf), e.g. at the state "
+            f"{physical[bad_row].tolist()} of the data."
+        )
+    return values
+
+
 class NetworkInputs(nn.Module):
     """What the network sees: scaled states, or a standardised ``feature_map`` of the
     physical states, followed by the augmented dimensions."""
@@ -89,13 +129,8 @@ class NetworkInputs(nn.Module):
         if feature_map is None:
             mean, std = np.zeros(n_states), np.ones(n_states)
         else:
-            features = (
-                self._raw_features(
-                    torch.as_tensor(reference_states, dtype=scaling.state_scale.dtype)
-                )
-                .detach()
-                .numpy()
-            )
+            reference = torch.as_tensor(reference_states, dtype=scaling.state_scale.dtype)
+            features = checked_features(self._raw_features, reference, scaling)
             mean, std = features.mean(axis=0), features.std(axis=0)
             std = np.where(std > 0, std, 1.0)
         self.register_buffer("feature_mean", torch.as_tensor(mean))

@@ -100,6 +100,12 @@ class NeuralODERegressor(BaseODERegressor):
         1 shows a progress bar per stage with its loss.
     warm_start : bool, default=False
         Continue from the previous fit instead of starting anew.
+    on_interrupt : {"raise", "keep_best"}, default="raise"
+        What a ``KeyboardInterrupt`` (Ctrl-C, a notebook's stop button) during ``fit``
+        does. "raise" lets it through and leaves the estimator exactly as it was before
+        ``fit`` (unfitted, or the previous fit). "keep_best" ends training instead: the
+        best model found so far is kept and ``fit`` returns normally with a
+        ``ConvergenceWarning``; ``fit`` again with ``warm_start=True`` continues from it.
 
     Attributes
     ----------
@@ -172,6 +178,7 @@ class NeuralODERegressor(BaseODERegressor):
         dtype: str = "auto",
         verbose: int = 0,
         warm_start: bool = False,
+        on_interrupt: str = "raise",
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -203,6 +210,7 @@ class NeuralODERegressor(BaseODERegressor):
         self.dtype = dtype
         self.verbose = verbose
         self.warm_start = warm_start
+        self.on_interrupt = on_interrupt
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseODERegressor._parameter_constraints,

@@ -1,0 +1,466 @@
+"""The field of :class:`UniversalODERegressor`: known physics plus a neural network.
+
+In physical units the model is ``dy/dt = known(t, y, p) + NN(y)``. The training stages
+see it in the scaled units of ``_problem`` (``z = (y - offset) / scale`` and
+``s = (t - origin) / tau``), where it reads
+
+    dz/ds = (tau / scale) * known(t(s), y(z), p) + mask * NN(z)
+
+with ``mask`` selecting the states that get a network term (``network_outputs``).
+
+Physical parameters are learned in an unconstrained "raw" form that the optimisers move
+freely (:class:`PhysicalParameters`):
+
+- unconstrained: ``p = r * raw``, with ``r = |p0|`` (or 1 when ``p0 = 0``), so a step of
+  the optimiser is a relative change whatever the parameter's units;
+- ``"positive"``: ``p = p0 * exp(raw)`` (log-parametrisation), positive by construction;
+- ``(low, high)``: ``p = low + (high - low) * sigmoid(raw)``, inside the open interval.
+
+Identifiability. A network that sees the states can also represent a known term, so the
+data alone do not fix the split between physics and network. :meth:`HybridField.penalty`
+adds the minimal-norm term of APHYNITY (Yin et al. 2021), the mean squared network
+contribution, so that among the fits that explain the data the one where the physics
+explains the most is preferred. Its weight is tied to the estimated noise variance of the
+data (in scaled units): the penalty may cost about as much as the noise does, and no
+more, so the data fit comes first (the constraint form of APHYNITY, in the spirit of
+Morozov's discrepancy principle).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._collocation import CollocationStage
+from ._optimisation import StageResult
+from ._problem import Scaling, TrainingProblem
+from ._stage import StageContext, TrainingStage
+from ._vector_fields import NetworkInputs, ODEModel, StateScaling
+
+KnownPhysics = Callable[[torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+Constraint = str | tuple[float, float]
+
+_UNCONSTRAINED, _POSITIVE, _INTERVAL = 0, 1, 2
+
+
+class PhysicalParameters(nn.Module):
+    """Learnable physical parameters (raw, unconstrained tensors) and fixed constants.
+
+    Parameters
+    ----------
+    initial : mapping of str to float
+        Learned parameters and their starting values (validated by the caller).
+    constraints : mapping of str to constraint
+        ``"positive"`` or ``(low, high)`` for some of the learned names.
+    fixed : mapping of str to float
+        Constants passed to ``known`` in the same mapping.
+    """
+
+    def __init__(
+        self,
+        initial: Mapping[str, float],
+        constraints: Mapping[str, Constraint],
+        fixed: Mapping[str, float],
+    ) -> None:
+        super().__init__()
+        self.names = tuple(initial)
+        self.fixed_names = tuple(fixed)
+        kinds, raw, reference, low, width = [], [], [], [], []
+        for name, value in initial.items():
+            constraint = constraints.get(name)
+            if constraint is None:
+                scale = abs(value) if value != 0 else 1.0
+                kinds.append(_UNCONSTRAINED)
+                raw.append(value / scale)
+                reference.append(scale)
+                low.append(0.0)
+                width.append(1.0)
+            elif constraint == "positive":
+                kinds.append(_POSITIVE)
+                raw.append(0.0)
+                reference.append(value)
+                low.append(0.0)
+                width.append(1.0)
+            else:
+                lower, upper = constraint
+                fraction = (value - lower) / (upper - lower)
+                kinds.append(_INTERVAL)
+                raw.append(math.log(fraction / (1.0 - fraction)))
+                reference.append(1.0)
+                low.append(lower)
+                width.append(upper - lower)
+        self.raw = nn.Parameter(torch.as_tensor(raw, dtype=torch.float64))  # (n_params,)
+        self.register_buffer("kind", torch.as_tensor(kinds, dtype=torch.long))
+        self.register_buffer("reference", torch.as_tensor(reference, dtype=torch.float64))
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float64))
+        self.register_buffer("width", torch.as_tensor(width, dtype=torch.float64))
+        self.register_buffer(
+            "fixed_values", torch.as_tensor(list(fixed.values()), dtype=torch.float64)
+        )
+        # Which transforms occur: the field calls forward() at every solver step, so the
+        # common cases (all unconstrained, all positive) cost two tensor operations.
+        self.kinds_present = frozenset(kinds)
+
+    def learned_values(self) -> torch.Tensor:
+        """Physical values of the learned parameters, shape (n_params,)."""
+        if self.kinds_present == {_UNCONSTRAINED}:
+            return self.reference * self.raw
+        if self.kinds_present == {_POSITIVE}:
+            return self.reference * torch.exp(self.raw)
+        positive = self.kind == _POSITIVE
+        interval = self.kind == _INTERVAL
+        exponent = torch.exp(torch.where(positive, self.raw, torch.zeros_like(self.raw)))
+        return torch.where(
+            positive,
+            self.reference * exponent,
+            torch.where(
+                interval,
+                self.low + self.width * torch.sigmoid(self.raw),
+                self.reference * self.raw,
+            ),
+        )
+
+    def forward(self) -> dict[str, torch.Tensor]:
+        """Mapping of every name (learned and fixed) to a 0-d tensor."""
+        values: dict[str, torch.Tensor] = {}
+        if self.names:
+            values.update(zip(self.names, self.learned_values().unbind(), strict=True))
+        if self.fixed_names:
+            values.update(zip(self.fixed_names, self.fixed_values.unbind(), strict=True))
+        return values
+
+    def as_floats(self) -> dict[str, float]:
+        """The learned parameters' current values as Python floats."""
+        with torch.no_grad():
+            learned = self.learned_values().detach().cpu().tolist()
+        return dict(zip(self.names, learned, strict=True))
+
+
+class NetworkFeatures(nn.Module):
+    """What the network sees: the chosen states (scaled, or a standardised
+    ``feature_map`` of their physical values), then the augmented dimensions.
+
+    Parameters
+    ----------
+    state_indices : sequence of int
+        Observed states the network sees (sorted).
+    n_states : int
+        Number of observed states.
+    n_total_states : int
+        Observed plus augmented dimensions.
+    featurizer : NetworkInputs or None
+        Applies ``feature_map`` to the chosen states; None feeds them as they are.
+    """
+
+    def __init__(
+        self,
+        state_indices: Sequence[int],
+        n_states: int,
+        n_total_states: int,
+        featurizer: NetworkInputs | None,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("state_indices", torch.as_tensor(list(state_indices)))
+        self.selects_all = tuple(state_indices) == tuple(range(n_states))
+        self.n_states = n_states
+        self.n_augmented = n_total_states - n_states
+        self.featurizer = featurizer
+
+    @property
+    def n_features(self) -> int:
+        """Width of the network's input."""
+        seen = len(self.state_indices) if self.featurizer is None else self.featurizer.n_features
+        return seen + self.n_augmented
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.selects_all and self.featurizer is None:
+            return z
+        selected = z.index_select(-1, self.state_indices)
+        if self.n_augmented:
+            selected = torch.cat([selected, z[..., self.n_states :]], dim=-1)
+        return selected if self.featurizer is None else self.featurizer(selected)
+
+
+def subset_scaling(scaling: Scaling, state_indices: Sequence[int]) -> StateScaling:
+    """The scaling of some of the states only."""
+    indices = list(state_indices)
+    return StateScaling(
+        Scaling(
+            scaling.state_offset[indices],
+            scaling.state_scale[indices],
+            scaling.time_origin,
+            scaling.time_scale,
+        )
+    )
+
+
+class HybridField(nn.Module):
+    """``dz/ds = (tau / scale) * known(t, y, p) + mask * NN(features(z))``, scaled units.
+
+    Parameters
+    ----------
+    known : callable or None
+        ``known(t, y, p)`` on physical torch tensors, ``y`` of shape (..., n_states) and
+        ``t`` of shape ``y.shape[:-1]``; returns (..., n_states). None means no known part.
+    parameters : PhysicalParameters
+    scaling : StateScaling
+    n_states : int
+        Observed states (the rest of ``z`` are augmented dimensions).
+    network : nn.Module or None
+        Maps the features to (..., n_total_states); None means no network.
+    features : NetworkFeatures or None
+        What the network sees.
+    output_mask : Tensor of shape (n_total_states,)
+        1.0 where the network's term is added, 0.0 elsewhere.
+    penalty_weight : float
+        Weight of the minimal-norm penalty on the network's term (scaled units).
+    """
+
+    def __init__(
+        self,
+        known: KnownPhysics | None,
+        parameters: PhysicalParameters,
+        scaling: StateScaling,
+        n_states: int,
+        network: nn.Module | None,
+        features: NetworkFeatures | None,
+        output_mask: torch.Tensor,
+        penalty_weight: float,
+    ) -> None:
+        super().__init__()
+        self.known = known
+        self.physical_parameters = parameters
+        self.scaling = scaling
+        self.n_states = n_states
+        self.network = network
+        self.features = features
+        self.register_buffer("output_mask", output_mask)
+        self.masks_nothing = bool(output_mask.all())
+        self.register_buffer("rate_factor", scaling.time_scale / scaling.state_scale.clone())
+        self.penalty_weight = float(penalty_weight)
+        self.network_enabled = True
+
+    @property
+    def has_network(self) -> bool:
+        return self.network is not None
+
+    def silence_network(self) -> None:
+        """Zero the network's output layer: the model becomes the known part alone, and
+        the network grows from there (its hidden layers keep their random start)."""
+        if self.network is None:
+            return
+        output = [module for module in self.network.modules() if isinstance(module, nn.Linear)][-1]
+        with torch.no_grad():
+            output.weight.zero_()
+            output.bias.zero_()
+
+    def known_rates(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Scaled rates of the known part, shape (..., n_states)."""
+        observed = z[..., : self.n_states]
+        if self.known is None:
+            return torch.zeros_like(observed)
+        states = self.scaling.to_physical_states(observed)
+        times = self.scaling.to_physical_times(torch.broadcast_to(t, observed.shape[:-1]))
+        return self.known(times, states, self.physical_parameters()) * self.rate_factor
+
+    def network_rates(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Scaled rates of the network's term (zero off ``output_mask``), shape like ``z``."""
+        if self.network is None or not self.network_enabled:
+            return torch.zeros_like(z)
+        rates = self.network(self.features(z))
+        return rates if self.masks_nothing else rates * self.output_mask
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        rates = self.known_rates(t, z)
+        n_augmented = z.shape[-1] - self.n_states
+        if n_augmented:
+            rates = torch.cat([rates, rates.new_zeros(*rates.shape[:-1], n_augmented)], dim=-1)
+        if self.network is not None and self.network_enabled:
+            rates = rates + self.network_rates(t, z)
+        return rates
+
+    def penalty(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Minimal-norm penalty: weighted mean square of the network's term at ``z``."""
+        if self.network is None or not self.network_enabled or self.penalty_weight == 0.0:
+            return z.new_zeros(())
+        squares = self.network_rates(t, z) ** 2
+        n_outputs = self.output_mask.sum().clamp_min(1.0)
+        return self.penalty_weight * squares.sum(dim=-1).mean() / n_outputs
+
+
+@dataclass
+class PhysicsFirstStage(TrainingStage):
+    """Collocation of the known part alone, the network switched off.
+
+    The physical parameters move first to where the physics explains the estimated
+    derivatives best (the least-squares projection of the data on the physics, which is
+    the minimal-norm split of APHYNITY in collocation form). The network's output layer
+    is then zeroed, so the model leaving this stage is the fitted physics alone; the
+    network grows from there on the residual, and the minimal-norm penalty keeps it
+    from taking over what the physics explains.
+
+    Parameters
+    ----------
+    collocation : CollocationStage
+        The regression to run (its ``name`` labels the history).
+    """
+
+    collocation: CollocationStage
+    name: str = "physics"
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        field = model.field
+        field.network_enabled = False
+        try:
+            result = self.collocation.run(problem, model, context)
+        finally:
+            field.network_enabled = True
+        field.silence_network()
+        return result
+
+
+def output_mask(
+    network_outputs: Sequence[int], n_states: int, augment_dim: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """1.0 on the states that get a network term and on every augmented dimension."""
+    mask = np.zeros(n_states + augment_dim)
+    mask[list(network_outputs)] = 1.0
+    mask[n_states:] = 1.0
+    return torch.as_tensor(mask, dtype=dtype)
+
+
+# ------------------------------------------------------------------------- validation
+def check_parameter_mapping(value: object, name: str) -> dict[str, float]:
+    """A mapping of parameter names (str) to finite real numbers, as floats."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{name} must be a mapping of parameter names to numbers, e.g. "
+            f"{{'alpha': 1.0}}, got {type(value).__name__}."
+        )
+    checked: dict[str, float] = {}
+    for key, number in value.items():
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"{name} keys must be non-empty strings, got {key!r}.")
+        if isinstance(number, bool) or np.ndim(number) != 0:
+            raise TypeError(f"{name}[{key!r}] must be a real number, got {number!r}.")
+        try:
+            as_float = float(number)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name}[{key!r}] must be a real number, got {number!r}.") from None
+        if isinstance(number, complex) or not math.isfinite(as_float):
+            raise ValueError(f"{name}[{key!r}] must be a finite real number, got {number!r}.")
+        checked[key] = as_float
+    return checked
+
+
+def check_constraints(value: object, params: Mapping[str, float]) -> dict[str, Constraint]:
+    """``param_constraints``: None, "positive" (all learned parameters) or a mapping of
+    learned names to "positive" or (low, high); initial values must satisfy them."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if value != "positive":
+            raise ValueError(
+                f"param_constraints must be None, 'positive' or a mapping, got {value!r}."
+            )
+        value = dict.fromkeys(params, "positive")
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            "param_constraints must be None, 'positive' or a mapping of learned parameter "
+            f"names to 'positive' or (low, high), got {type(value).__name__}."
+        )
+    checked: dict[str, Constraint] = {}
+    for name, constraint in value.items():
+        if name not in params:
+            raise ValueError(
+                f"param_constraints names {name!r}, which is not a learned parameter "
+                f"(params has {sorted(params)})."
+            )
+        start = params[name]
+        if constraint == "positive":
+            if start <= 0:
+                raise ValueError(
+                    f"params[{name!r}] = {start} must be > 0 to be constrained 'positive'."
+                )
+            checked[name] = "positive"
+            continue
+        try:
+            low, high = (float(bound) for bound in constraint)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"param_constraints[{name!r}] must be 'positive' or a (low, high) pair, "
+                f"got {constraint!r}."
+            ) from None
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(
+                f"param_constraints[{name!r}] = {constraint!r} must be finite with low < high."
+            )
+        if not low < start < high:
+            raise ValueError(
+                f"params[{name!r}] = {start} must lie strictly inside its bounds ({low}, {high})."
+            )
+        checked[name] = (low, high)
+    return checked
+
+
+def check_state_indices(value: object, n_states: int, name: str) -> tuple[int, ...]:
+    """None (all states) or distinct state indices in ``range(n_states)``, sorted."""
+    if value is None:
+        return tuple(range(n_states))
+    try:
+        indices = list(value)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{name} must be None or a list of state indices, got {value!r}.") from None
+    checked = []
+    for index in indices:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"{name} must hold integer state indices, got {index!r}.")
+        if not 0 <= index < n_states:
+            raise ValueError(
+                f"{name} index {index} is out of range for data with {n_states} state(s)."
+            )
+        checked.append(int(index))
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"{name} has repeated state indices: {indices!r}.")
+    return tuple(sorted(checked))
+
+
+def check_known_output(
+    field: HybridField, times: torch.Tensor, scaled_states: torch.Tensor, n_states: int
+) -> None:
+    """Call ``known`` at the initial states; it must return finite (n_traj, n_states)."""
+    if field.known is None:
+        return
+    states = field.scaling.to_physical_states(scaled_states)
+    physical_times = field.scaling.to_physical_times(times)
+    with torch.no_grad():
+        try:
+            rates = field.known(physical_times, states, field.physical_parameters())
+        except Exception as error:
+            raise ValueError(
+                f"known(t, y, p) raised {type(error).__name__}: {error} when called with t of "
+                f"shape {tuple(physical_times.shape)}, y of shape {tuple(states.shape)} (the "
+                f"initial states) and p with keys {sorted(field.physical_parameters())}."
+            ) from error
+    if not isinstance(rates, torch.Tensor):
+        raise TypeError(
+            f"known(t, y, p) must return a torch.Tensor, got {type(rates).__name__}; build it "
+            "from the torch inputs (e.g. torch.stack([...], dim=-1))."
+        )
+    if tuple(rates.shape) != tuple(states.shape):
+        raise ValueError(
+            f"known(t, y, p) must return the shape of y, (..., n_states) = "
+            f"{tuple(states.shape)} at the initial states, got {tuple(rates.shape)}."
+        )
+    if not bool(torch.isfinite(rates).all()):
+        raise ValueError(
+            "known(t, y, p) returned non-finite values (NaN or inf) at the initial states "
+            f"{states.detach().cpu().numpy().tolist()}."
+        )

@@ -1,0 +1,109 @@
+"""Equation discovery from a UDE's learned term (pysindy, the ``[discovery]`` extra)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skneuralode import UniversalODERegressor
+from skneuralode.datasets import make_damped_oscillator
+
+torch.set_num_threads(1)
+
+
+def spring(t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``x' = v, v' = -omega2 x``; the damping -0.4 v is the network's to learn."""
+    return torch.stack([y[..., 1], -p["omega2"] * y[..., 0]], dim=-1)
+
+
+@pytest.fixture(scope="module")
+def damping_model() -> UniversalODERegressor:
+    t, y = make_damped_oscillator(n_times=40, t_end=6.0)
+    estimator = UniversalODERegressor(
+        known=spring,
+        fixed_params={"omega2": 4.0},
+        network_outputs=[1],
+        network_inputs=[1],
+        hidden_layer_sizes=(16,),
+        max_iter=1000,
+        shooting=False,
+        polish=False,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return estimator.fit(t, y)
+
+
+def test_discovery_finds_the_damping_term(damping_model: UniversalODERegressor) -> None:
+    pytest.importorskip("pysindy")
+    equations = damping_model.discover_equations(feature_names=["x", "v"], threshold=0.05)
+    assert equations[0] == "0"  # no network term on x'
+    discovery = damping_model.discovery_
+    assert discovery.term_names == ["1", "v", "v^2"]  # only the states the network sees
+    coefficients = discovery.coefficients
+    assert np.all(coefficients[0] == 0.0)
+    assert np.flatnonzero(coefficients[1]).tolist() == [1]  # v alone is kept
+    assert coefficients[1, 1] == pytest.approx(-0.4, rel=0.1)
+    assert "v" in equations[1] and "v^2" not in equations[1]
+
+
+def test_discovered_rates_evaluate_the_equations(damping_model: UniversalODERegressor) -> None:
+    pytest.importorskip("pysindy")
+    damping_model.discover_equations()
+    states = damping_model.predict(np.linspace(0.0, 6.0, 50))
+    discovered = damping_model.discovery_.rates(states)
+    assert discovered.shape == states.shape
+    velocity = states[:, 1]
+    library = np.stack([np.ones_like(velocity), velocity, velocity**2], axis=1)
+    np.testing.assert_allclose(discovered[:, 0], 0.0)
+    np.testing.assert_allclose(discovered[:, 1], library @ damping_model.discovery_.coefficients[1])
+    learned = damping_model.network_term(states)[:, 1]
+    assert np.abs(discovered[:, 1] - learned).max() < 0.1 * np.abs(learned).max()
+
+
+def test_threshold_is_relative_to_each_equation(damping_model: UniversalODERegressor) -> None:
+    pytest.importorskip("pysindy")
+    loose = damping_model.discover_equations(threshold=0.0, degree=3)
+    strict = damping_model.discover_equations(threshold=2.0, degree=3)
+    assert loose[1].count("x1") > 1  # every library term survives a zero threshold
+    assert strict[1] == "0.000"  # no term carries twice its equation's RMS
+
+
+def test_bad_discovery_arguments(damping_model: UniversalODERegressor) -> None:
+    pytest.importorskip("pysindy")
+    with pytest.raises(ValueError, match="degree"):
+        damping_model.discover_equations(degree=0)
+    with pytest.raises(ValueError, match="threshold"):
+        damping_model.discover_equations(threshold=-1.0)
+    with pytest.raises(ValueError, match="feature_names"):
+        damping_model.discover_equations(feature_names=["x"])
+
+
+def test_a_model_without_network_has_nothing_to_discover() -> None:
+    t, y = make_damped_oscillator(n_times=20, t_end=3.0)
+    estimator = UniversalODERegressor(
+        known=spring,
+        params={"omega2": 3.0},
+        hidden_layer_sizes=(),
+        max_iter=20,
+        shooting=False,
+        polish=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(t, y)
+    with pytest.raises(ValueError, match="no network"):
+        estimator.discover_equations()
+
+
+def test_missing_pysindy_names_the_extra(
+    damping_model: UniversalODERegressor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pysindy", None)  # makes `import pysindy` fail
+    with pytest.raises(ImportError, match=r"skneuralode\[discovery\]"):
+        damping_model.discover_equations()
