@@ -60,11 +60,13 @@ def known_prey(t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> 
     return torch.stack([p["a"] * x - p["b"] * x * z, torch.zeros_like(z)], dim=-1)
 
 
-def noisy_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def noisy_data(
+    seed: int, noise: float = NOISE_FRACTION
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """t (31,), noise-free y (31, 2) and noisy y: noise of 5 % of each state's mean."""
     t, clean = make_lotka_volterra()
     rng = np.random.default_rng(seed)
-    noisy = clean + NOISE_FRACTION * clean.mean(axis=0) * rng.standard_normal(clean.shape)
+    noisy = clean + noise * clean.mean(axis=0) * rng.standard_normal(clean.shape)
     return t, clean, noisy
 
 
@@ -247,16 +249,21 @@ def goal_4(seed: int, data: tuple[np.ndarray, ...], ude: dict, node: Any) -> dic
     }
 
 
-def run(seed: int, ude: dict | None = None, goals: tuple[int, ...] = (1, 2, 3, 4)) -> dict:
+def run(
+    seed: int,
+    ude: dict | None = None,
+    goals: tuple[int, ...] = (1, 2, 3, 4),
+    noise: float = NOISE_FRACTION,
+) -> dict:
     """All goals for one noise draw; ``ude`` overrides the UDE's settings."""
     ude = dict(ude or {})
     if "hidden_layer_sizes" in ude:
         ude["hidden_layer_sizes"] = tuple(ude["hidden_layer_sizes"])
-    data = noisy_data(seed)
+    data = noisy_data(seed, noise)
     t, _, noisy = data
     node, cpu, wall = timed_fit(neural(seed), t, noisy)
     node.cpu_s_, node.wall_s_ = cpu, wall
-    results: dict[str, Any] = {"seed": seed}
+    results: dict[str, Any] = {"seed": seed, "noise": noise}
     if 1 in goals or 3 in goals:
         results.update(goal_1_and_3(seed, data, ude, node))
     if 2 in goals:
@@ -274,7 +281,10 @@ def _format(value: Any) -> str:
 
 def table(results: dict) -> str:
     """The figures side by side, one line per figure."""
-    lines = [f"seed {results['seed']}", f"{'figure':<44s} {'UDE':>10s} {'NeuralODE':>10s}"]
+    lines = [
+        f"seed {results['seed']}, noise {results['noise']:.0%} of each state's mean",
+        f"{'figure':<44s} {'UDE':>10s} {'NeuralODE':>10s}",
+    ]
 
     def row(label: str, ude: Any, node: Any = "") -> None:
         lines.append(f"{label:<44s} {_format(ude):>10s} {_format(node):>10s}")
@@ -327,13 +337,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--goals", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument(
+        "--noise", type=float, default=NOISE_FRACTION, help="fraction of each state's mean"
+    )
     parser.add_argument("--ude", type=json.loads, default={}, help="UDE overrides (JSON)")
     parser.add_argument("--json", help="also write the figures to this file")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     everything = []
     for seed in arguments.seeds:
-        results = run(seed, arguments.ude, tuple(arguments.goals))
+        results = run(seed, arguments.ude, tuple(arguments.goals), arguments.noise)
         everything.append(results)
         print(table(results), flush=True)
     text = json.dumps(everything, indent=2, default=float)

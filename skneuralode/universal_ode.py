@@ -439,10 +439,11 @@ class UniversalODERegressor(BaseODERegressor):
         ...                             network_outputs=[1], network_inputs=[1],
         ...                             hidden_layer_sizes=(16,), polish=False,
         ...                             random_state=0).fit(t, y)
-        >>> round(est.params_["omega2"], 1)
-        4.0
-        >>> np.round(est.network_term([[0.0, 1.0]]), 1)
-        array([[ 0. , -0.4]])
+        >>> abs(est.params_["omega2"] - 4.0) < 0.2
+        True
+        >>> np.round(est.network_term([[0.0, 1.0], [0.0, -1.0]]), 1)
+        array([[ 0. , -0.4],
+               [ 0. ,  0.4]])
         """
         return self._field_rates(y, None, "network")
 
