@@ -1,14 +1,18 @@
-"""Equation discovery: sparse regression (SINDy, via ``pysindy``) of a learned term.
+"""Equation discovery: sparse regression of a learned term, with ``pysindy``.
 
 The network of a universal differential equation is a black box; along the fitted
 trajectories it is a smooth function of the states, and a sparse combination of a few
-polynomial terms often describes it exactly (Rackauckas et al. 2020, after Brunton et al.
-2016). ``pysindy`` is an optional dependency (the ``[discovery]`` extra).
+library terms often describes it (Rackauckas et al. 2020, after Brunton et al. 2016).
+``pysindy`` is an optional dependency (the ``[discovery]`` extra).
 
-The threshold is made scale free: each target is divided by its root-mean-square and the
-library columns are normalised (``normalize_columns=True``), so ``threshold`` is the
-smallest fraction of an equation's RMS a kept term contributes; the coefficients are
-then brought back to the caller's units.
+Along one trajectory the library columns (1, x, z, x^2, x z, ...) are nearly collinear,
+and sequentially thresholded least squares then keeps many terms whose large
+coefficients cancel. Here each equation is reduced instead by backward stepwise
+elimination on the residual (pysindy's ``SSR`` with ``criteria="model_residual"``): the
+term whose removal costs least goes first, which stays stable under collinearity. Of the
+nested models on that path, the sparsest one that leaves at most ``threshold`` of the
+network term's RMS unexplained is kept, and its coefficients are refitted by least
+squares.
 """
 
 from __future__ import annotations
@@ -36,55 +40,86 @@ def import_pysindy() -> Any:
 
 @dataclass
 class EquationDiscovery:
-    """A fitted sparse regression of a learned term, in the caller's units.
+    """A sparse description of a learned term, in the caller's units.
 
     Attributes
     ----------
-    model : pysindy.SINDy
-        Regression from the input states to the term on the output states.
+    library : pysindy.PolynomialLibrary
+        The fitted candidate terms, built from the states in ``input_states``.
+    coefficients : ndarray of shape (n_states, n_terms)
+        Coefficient of each library term in each state's equation (zero rows for the
+        states without a network term).
+    term_names : list of str
+        Names of the library terms (columns of ``coefficients``).
     input_states : tuple of int
         States the library is built from.
     output_states : tuple of int
-        States whose term was regressed (the others are zero).
-    n_states : int
-        Number of states of the system.
+        States whose term was regressed.
+    unexplained : ndarray of shape (n_states,)
+        Fraction of each regressed term's RMS the equation leaves unexplained along the
+        sampled trajectories (zero for the other states).
     """
 
-    model: Any
+    library: Any
+    coefficients: np.ndarray
+    term_names: list[str]
     input_states: tuple[int, ...]
     output_states: tuple[int, ...]
-    n_states: int
+    unexplained: np.ndarray
+
+    @property
+    def n_states(self) -> int:
+        return self.coefficients.shape[0]
 
     def equations(self, precision: int = 3) -> list[str]:
         """The discovered term of every state's right-hand side ("0" where none)."""
-        found = dict(zip(self.output_states, self.model.equations(precision), strict=True))
-        return [found.get(state, "0").strip() for state in range(self.n_states)]
+        equations = []
+        for state, row in enumerate(self.coefficients):
+            if state not in self.output_states:
+                equations.append("0")
+                continue
+            terms = [
+                f"{value:.{precision}f}" + ("" if name == "1" else f" {name}")
+                for value, name in zip(row, self.term_names, strict=True)
+                if round(value, precision) != 0
+            ]
+            equations.append(" + ".join(terms).replace("+ -", "- ") if terms else "0")
+        return equations
 
-    @property
-    def coefficients(self) -> np.ndarray:
-        """Coefficients, shape (n_states, n_library_terms); zero rows off the outputs."""
-        coefficients = np.zeros((self.n_states, self.model.coefficients().shape[1]))
-        coefficients[list(self.output_states)] = self.model.coefficients()
-        return coefficients
-
-    @property
-    def term_names(self) -> list[str]:
-        """Names of the library terms (columns of :attr:`coefficients`)."""
-        return list(self.model.get_feature_names())
-
-    def rates(self, y: np.ndarray) -> np.ndarray:
+    def rates(self, y: Any) -> np.ndarray:
         """The discovered term at states ``y`` of shape (n_samples, n_states)."""
         states = np.atleast_2d(np.asarray(y, dtype=float))
-        rates = np.zeros(states.shape)
-        predicted = self.model.predict(states[:, list(self.input_states)])
-        rates[:, list(self.output_states)] = predicted
-        return rates.reshape(np.shape(y))
+        features = np.asarray(self.library.transform(states[:, list(self.input_states)]))
+        return (features @ self.coefficients.T).reshape(np.shape(y))
+
+
+def _sparsest_within(
+    features: np.ndarray, target: np.ndarray, threshold: float, pysindy: Any
+) -> tuple[np.ndarray, float]:
+    """Backward elimination path of one equation; the sparsest model within threshold."""
+    n_terms = features.shape[1]
+    optimizer = pysindy.SSR(
+        alpha=1e-10, max_iter=n_terms, criteria="model_residual", normalize_columns=True
+    )
+    optimizer.fit(features, target)
+    # history_[0] is the full model (pysindy keeps it by reference, so rebuild it)
+    supports = [np.ones(n_terms, dtype=bool)]
+    supports += [np.asarray(step).reshape(-1) != 0 for step in optimizer.history_[1:]]
+    norm = max(float(np.linalg.norm(target)), np.finfo(float).tiny)
+    candidates = []  # from the full model to the sparsest
+    for support in supports:
+        if support.any():
+            coefficients = np.zeros(n_terms)
+            coefficients[support] = np.linalg.lstsq(features[:, support], target, rcond=None)[0]
+            unexplained = float(np.linalg.norm(features @ coefficients - target)) / norm
+            candidates.append((coefficients, unexplained))
+    within = [candidate for candidate in candidates if candidate[1] <= threshold]
+    return within[-1] if within else candidates[0]
 
 
 def discover_network_term(
     states: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
-    times: Sequence[np.ndarray],
     *,
     input_states: Sequence[int],
     output_states: Sequence[int],
@@ -92,20 +127,19 @@ def discover_network_term(
     threshold: float,
     feature_names: Sequence[str] | None,
 ) -> EquationDiscovery:
-    """Fit SINDy from ``states`` to ``targets`` (both lists of (n_points, n_states)).
+    """Sparse regression of ``targets`` on a polynomial library of ``states``.
 
     Parameters
     ----------
     states, targets : list of ndarray of shape (n_points, n_states)
         States along each trajectory and the learned term there.
-    times : list of ndarray of shape (n_points,)
-        Times of the samples (pysindy's bookkeeping; no derivative is estimated).
     input_states, output_states : sequence of int
         States the library uses and states whose term is regressed.
     degree : int
         Highest degree of the polynomial library.
     threshold : float
-        Smallest kept contribution, as a fraction of an equation's RMS.
+        Fraction of each target's RMS the sparse equation may leave unexplained; when
+        not even the whole library gets that close, the whole library is kept.
     feature_names : sequence of str or None
         Names of all states ("x0", "x1", ... by default).
 
@@ -117,27 +151,26 @@ def discover_network_term(
     n_states = states[0].shape[1]
     if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 1:
         raise ValueError(f"degree must be a positive integer, got {degree!r}.")
-    if not np.isfinite(threshold) or threshold < 0:
-        raise ValueError(f"threshold must be a non-negative number, got {threshold!r}.")
+    if not np.isfinite(threshold) or not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be a fraction in [0, 1), got {threshold!r}.")
     names = [f"x{i}" for i in range(n_states)] if feature_names is None else list(feature_names)
     if len(names) != n_states or not all(isinstance(name, str) for name in names):
         raise ValueError(f"feature_names must be {n_states} strings, got {feature_names!r}.")
     inputs, outputs = list(input_states), list(output_states)
-    stacked = np.concatenate(targets)[:, outputs]
-    target_rms = np.sqrt(np.mean(stacked**2, axis=0))
-    target_rms = np.where(target_rms > 0, target_rms, 1.0)
-    n_samples = stacked.shape[0]
-    optimizer = pysindy.STLSQ(
-        threshold=threshold * np.sqrt(n_samples), normalize_columns=True, alpha=1e-6 * n_samples
+    library = pysindy.PolynomialLibrary(degree=degree)
+    features = np.asarray(library.fit_transform(np.concatenate(states)[:, inputs]))
+    stacked_targets = np.concatenate(targets)
+    coefficients = np.zeros((n_states, features.shape[1]))
+    unexplained = np.zeros(n_states)
+    for state in outputs:
+        coefficients[state], unexplained[state] = _sparsest_within(
+            features, stacked_targets[:, state], threshold, pysindy
+        )
+    return EquationDiscovery(
+        library,
+        coefficients,
+        list(library.get_feature_names([names[i] for i in inputs])),
+        tuple(inputs),
+        tuple(outputs),
+        unexplained,
     )
-    model = pysindy.SINDy(
-        optimizer=optimizer, feature_library=pysindy.PolynomialLibrary(degree=degree)
-    )
-    model.fit(
-        [np.ascontiguousarray(row[:, inputs]) for row in states],
-        t=[np.asarray(grid, dtype=float) for grid in times],
-        x_dot=[np.ascontiguousarray(row[:, outputs] / target_rms) for row in targets],
-        feature_names=[names[i] for i in inputs],
-    )
-    model.optimizer.coef_ = model.optimizer.coef_ * target_rms[:, None]
-    return EquationDiscovery(model, tuple(inputs), tuple(outputs), n_states)

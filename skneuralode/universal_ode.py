@@ -17,14 +17,16 @@ from ._data import validate_state_times, validate_states
 from ._hybrid_field import (
     HybridField,
     NetworkFeatures,
-    PhysicalParameters,
     PhysicsFirstStage,
-    check_constraints,
     check_known_output,
-    check_parameter_mapping,
     check_state_indices,
     output_mask,
     subset_scaling,
+)
+from ._physical_parameters import (
+    PhysicalParameters,
+    check_constraints,
+    check_parameter_mapping,
 )
 from ._problem import TrainingProblem
 from ._stage import TrainingStage
@@ -451,26 +453,29 @@ class UniversalODERegressor(BaseODERegressor):
         self,
         *,
         degree: int = 2,
-        threshold: float = 0.05,
+        threshold: float = 0.1,
         feature_names: Sequence[str] | None = None,
         n_points: int = 200,
         precision: int = 3,
     ) -> list[str]:
         """Sparse regression (SINDy) of the network's term on the fitted trajectories.
 
-        The fitted model is integrated over each training trajectory's time span; the
-        network's term there is regressed on a polynomial library of the states the
-        network sees with sequentially thresholded least squares (``pysindy``). The
-        fitted regression is kept as ``discovery_``; its ``rates(y)`` give the discovered
-        term, e.g. to rebuild the model from known and discovered parts.
+        The fitted model is integrated over each training trajectory's time span and the
+        network's term there is described by a sparse combination of polynomials of the
+        states the network sees (``pysindy``'s library and stepwise sparse regression):
+        each equation keeps the fewest terms that leave at most ``threshold`` of the
+        network term's RMS unexplained. The result is kept as ``discovery_``; its
+        ``rates(y)`` evaluate the discovered term, e.g. to rebuild the model from the
+        known and discovered parts, and its ``unexplained`` says how well each equation
+        describes the network.
 
         Parameters
         ----------
         degree : int, default=2
             Highest total degree of the polynomial library.
-        threshold : float, default=0.05
-            A term is kept only if it contributes at least this fraction of its
-            equation's root-mean-square along the trajectories (scale free).
+        threshold : float, default=0.1
+            Fraction of each equation's root-mean-square (along the trajectories) that
+            the sparse description may leave unexplained (scale free).
         feature_names : list of str, optional
             Names of the states in the equations; "x0", "x1", ... by default.
         n_points : int, default=200
@@ -524,7 +529,6 @@ class UniversalODERegressor(BaseODERegressor):
         self.discovery_ = discover_network_term(
             list(states),
             targets,
-            grids,
             input_states=[int(i) for i in field.features.state_indices.tolist()],
             output_states=[int(i) for i in np.flatnonzero(field.output_mask.cpu().numpy())],
             degree=degree,

@@ -19,7 +19,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from skneuralode import NeuralODERegressor, UniversalODERegressor
-from skneuralode._hybrid_field import PhysicalParameters
+from skneuralode._physical_parameters import PhysicalParameters
 from skneuralode.datasets import make_damped_oscillator
 
 torch.set_num_threads(1)
