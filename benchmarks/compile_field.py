@@ -6,8 +6,8 @@ inner loop of one training stage:
 
 ``collocation``
     One forward and backward pass of the field on a mini-batch of (state, rate) pairs:
-    the collocation step (500 pairs = the whole of 10 trajectories, 1024, and 4096 = the
-    default mini-batch).
+    the collocation step (500 pairs = the whole of 10 trajectories, 1024 = the default
+    mini-batch, and 4096).
 ``solve``
     One batched dopri5 solve (``skneuralode._solve.solve``, default tolerances) of 100 or
     1000 pendulum trajectories over their 50-point grid, forward and backward: a shooting
