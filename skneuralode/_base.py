@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._collocation import CollocationStage
+from ._compile import compiled_field
 from ._data import (
     TimeGrids,
     validate_sample_weight,
@@ -187,14 +188,15 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         generator = torch.Generator(device=device).manual_seed(seed)
         monitor = TrainingMonitor(self.verbose, callbacks)
         context = StageContext(self._solver_settings(), monitor, generator)
-        report = train(
-            problem,
-            model,
-            stages,
-            context,
-            model_is_trained=continuing,
-            keep_best_on_interrupt=self.on_interrupt == "keep_best",
-        )
+        with compiled_field(model, self.compile_field):
+            report = train(
+                problem,
+                model,
+                stages,
+                context,
+                model_is_trained=continuing,
+                keep_best_on_interrupt=self.on_interrupt == "keep_best",
+            )
         previous_state = dict(vars(self))
         try:
             self._set_fitted_state(model, problem, batch, report, monitor)

@@ -18,6 +18,7 @@ COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "rtol": [Interval(Real, 0, None, closed="neither")],
     "atol": [Interval(Real, 0, None, closed="neither")],
     "adjoint": ["boolean"],
+    "compile_field": ["boolean"],
     "step_size": [Interval(Real, 0, None, closed="neither"), None],
     "max_num_steps": [Interval(Integral, 1, None, closed="left")],
     "max_iter": [Interval(Integral, 1, None, closed="left")],

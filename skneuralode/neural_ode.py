@@ -56,6 +56,11 @@ class NeuralODERegressor(BaseODERegressor):
         Step of fixed-step solvers in internal time units; None steps at the output times.
     max_num_steps : int, default=10000
         Step budget of one adaptive solve; exceeding it counts as a failed solve.
+    compile_field : bool, default=False
+        Train with ``torch.compile`` of the vector field (dynamic shapes; the fitted
+        model holds the plain field). Needs a working ``torch.compile`` toolchain and
+        costs ~10 s of compilation. Off by default because it does not pay on a CPU:
+        see "Performance" in the README.
     max_iter : int, default=1000
         Most optimiser steps of the collocation stage and of the shooting stage, each.
     collocation : bool, default=True
@@ -158,6 +163,7 @@ class NeuralODERegressor(BaseODERegressor):
         adjoint: bool = False,
         step_size: float | None = None,
         max_num_steps: int = 10_000,
+        compile_field: bool = False,
         max_iter: int = 1000,
         collocation: bool = True,
         shooting: bool | str = "auto",
@@ -190,6 +196,7 @@ class NeuralODERegressor(BaseODERegressor):
         self.adjoint = adjoint
         self.step_size = step_size
         self.max_num_steps = max_num_steps
+        self.compile_field = compile_field
         self.max_iter = max_iter
         self.collocation = collocation
         self.shooting = shooting

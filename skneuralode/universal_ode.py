@@ -98,7 +98,7 @@ class UniversalODERegressor(BaseODERegressor):
         ``network_inputs``), acting on the last axis. Define it at module level.
     augment_dim : int, default=0
         Extra, unobserved states starting at zero, driven by the network only.
-    solver, rtol, atol, adjoint, step_size, max_num_steps
+    solver, rtol, atol, adjoint, step_size, max_num_steps, compile_field
         ODE solver settings, as in :class:`NeuralODERegressor`.
     max_iter : int, default=1000
         Most optimiser steps of the collocation stage and of the shooting stage, each.
@@ -203,6 +203,7 @@ class UniversalODERegressor(BaseODERegressor):
         adjoint: bool = False,
         step_size: float | None = None,
         max_num_steps: int = 10_000,
+        compile_field: bool = False,
         max_iter: int = 1000,
         collocation: bool = True,
         shooting: bool | str = False,
@@ -243,6 +244,7 @@ class UniversalODERegressor(BaseODERegressor):
         self.adjoint = adjoint
         self.step_size = step_size
         self.max_num_steps = max_num_steps
+        self.compile_field = compile_field
         self.max_iter = max_iter
         self.collocation = collocation
         self.shooting = shooting

@@ -287,6 +287,19 @@ def test_augmented_dimensions(oscillator) -> None:
     assert estimator.score(t, y) > 0.97
 
 
+def test_compiled_field_trains_the_same_model_and_is_not_kept(oscillator) -> None:
+    """``compile_field`` changes how the field runs during training, not what is learned."""
+    t, y = oscillator
+    settings = {**FAST, "max_iter": 20, "shooting": True}
+    eager = NeuralODERegressor(**settings).fit(t, y)
+    compiled = NeuralODERegressor(**settings, compile_field=True).fit(t, y)
+    assert type(compiled.module_.field) is type(eager.module_.field)  # the plain module back
+    assert [r.n_iter for r in compiled.stage_results_] == [20, 20]
+    assert_allclose(compiled.predict(t), eager.predict(t), rtol=1e-6, atol=1e-8)
+    restored = pickle.loads(pickle.dumps(compiled))
+    assert_array_equal(restored.predict(t), compiled.predict(t))
+
+
 def test_feature_map_as_structural_prior(spiral) -> None:
     t, y = spiral
     estimator = NeuralODERegressor(
