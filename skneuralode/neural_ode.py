@@ -98,7 +98,11 @@ class NeuralODERegressor(BaseODERegressor):
     random_state : int, RandomState instance or None, default=None
         Seeds weights and mini-batches; an int makes CPU fits bit-reproducible.
     device : str, default="auto"
-        "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        "auto" (CUDA when available), "cpu", "cuda" or "cuda:N". For small systems (a
+        few states, networks up to ~64 wide, up to ~10^4 short trajectories) one CPU
+        core fits in seconds and a GPU's per-step solver overhead dominates: pass "cpu".
+        A GPU pays for wide networks, many states or very many trajectories (README,
+        "Performance").
     dtype : {"auto", "float32", "float64"}, default="auto"
         "auto" is float64 on the CPU and float32 on a GPU.
     verbose : int, default=0

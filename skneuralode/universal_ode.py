@@ -123,7 +123,8 @@ class UniversalODERegressor(BaseODERegressor):
     random_state : int, RandomState instance or None, default=None
         Seeds weights and mini-batches; an int makes CPU fits bit-reproducible.
     device : str, default="auto"
-        "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        "auto" (CUDA when available), "cpu", "cuda" or "cuda:N"; which to choose: see
+        :class:`NeuralODERegressor`.
     dtype : {"auto", "float32", "float64"}, default="auto"
         "auto" is float64 on the CPU and float32 on a GPU.
     verbose : int, default=0
