@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 import warnings
 from dataclasses import replace
@@ -27,55 +26,19 @@ from ._data import (
     validate_trajectories,
 )
 from ._device import device_for_prediction, resolve_device, resolve_dtype
+from ._fit_warnings import warn_about_fit
 from ._monitor import TrainingMonitor
 from ._params import COMMON_CONSTRAINTS, check_callbacks, check_hidden_layer_sizes
 from ._polish import PolishStage
 from ._prediction import integrate
 from ._problem import TrainingProblem, build_problem
+from ._scoring import masked_r2_score
 from ._shooting import ShootingStage
 from ._solve import SolverSettings
 from ._stage import StageContext, TrainingStage
 from ._threads import limit_torch_threads_in_workers, seeded_global_rng
 from ._training import TrainingReport, train
 from ._vector_fields import ODEModel, StateScaling
-
-_POOR_FIT_LOSS = 0.5  # scaled MSE above which the fit explains less than about half
-_FLAT_RELATIVE_SPREAD = 1e-6  # a state whose spread is below this fraction of its level
-
-
-def flat_states(states: np.ndarray) -> list[int]:
-    """States of a (n_traj, n_times, n_states) batch that are constant up to tiny noise."""
-    level = np.abs(np.nanmean(states, axis=(0, 1)))
-    spread = np.nanstd(states, axis=(0, 1))
-    return np.flatnonzero(spread <= _FLAT_RELATIVE_SPREAD * level).tolist()
-
-
-def masked_r2_score(
-    predicted: list[np.ndarray], observed: list[np.ndarray], weights: np.ndarray
-) -> float:
-    """R^2 over observed (non-NaN) entries, uniform average over states.
-
-    ``weights`` holds one weight per trajectory (or per time point of a single one).
-    """
-    n_states = observed[0].shape[1]
-    stacked_prediction = np.concatenate(predicted)
-    stacked_observed = np.concatenate(observed)
-    stacked_weight = np.concatenate(
-        [np.broadcast_to(w, (len(o),)) for w, o in zip(weights, observed, strict=True)]
-    )
-    scores = []
-    for state in range(n_states):
-        seen = ~np.isnan(stacked_observed[:, state])
-        values, fitted = stacked_observed[seen, state], stacked_prediction[seen, state]
-        weight = stacked_weight[seen]
-        mean = np.average(values, weights=weight)
-        total = np.sum(weight * (values - mean) ** 2)
-        residual = np.sum(weight * (values - fitted) ** 2)
-        if total == 0:
-            scores.append(1.0 if residual == 0 else 0.0)
-        else:
-            scores.append(1.0 - residual / total)
-    return float(np.mean(scores))
 
 
 class BaseODERegressor(RegressorMixin, BaseEstimator):
@@ -204,7 +167,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             vars(self).clear()
             vars(self).update(previous_state)
             raise
-        self._warn_about(report, flat_states(batch.states))
+        warn_about_fit(report, batch.states)
         return self
 
     def _new_model(self, problem: TrainingProblem) -> ODEModel:
@@ -258,52 +221,6 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         self.history_ = history
         self.stage_results_ = report.results
         self._after_fit()
-
-    def _warn_about(self, report: TrainingReport, flat: list[int]) -> None:
-        if report.interrupted_in is not None:
-            warnings.warn(
-                f"Training was interrupted (KeyboardInterrupt) in the {report.interrupted_in} "
-                "stage; as on_interrupt='keep_best' asks, the best model so far was kept "
-                f"(after {report.kept_after}, scaled trajectory MSE "
-                f"{report.trajectory_loss:.3g}). Fit again with warm_start=True to continue.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        for result in report.results:
-            if result.status == "diverged":
-                remedy = {
-                    "collocation": "a smaller collocation_learning_rate",
-                    "shooting": "a smaller shooting_learning_rate or a shorter segment_length",
-                }.get(result.stage, "polish=False")
-                warnings.warn(
-                    f"Training diverged: {result.message}. Try {remedy}; if the solver "
-                    "failed, a larger max_num_steps or a fixed-step solver such as "
-                    "solver='rk4' with a step_size.",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-        if not math.isfinite(report.trajectory_loss):
-            warnings.warn(
-                "The fitted model could not be integrated over the data "
-                f"({report.solver_failure}); predictions may be non-finite. The data may be "
-                "stiff or blow up: try solver='rk4' with a step_size, or larger max_num_steps.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        elif report.trajectory_loss > _POOR_FIT_LOSS:
-            flat_hint = (
-                f" State(s) {flat} vary by less than {_FLAT_RELATIVE_SPREAD:g} of their level: "
-                "constant up to noise, they leave little but noise to fit."
-                if flat
-                else ""
-            )
-            warnings.warn(
-                f"The fit is poor (scaled trajectory MSE {report.trajectory_loss:.3g}, i.e. "
-                f"R^2 about {1 - report.trajectory_loss:.2f} on the training data).{flat_hint} "
-                "Try polish=True, a larger max_iter, a wider network, or check the data.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
 
     # ----------------------------------------------------------------------- predict
     def _fitted_model(self) -> ODEModel:

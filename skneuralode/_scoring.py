@@ -5,7 +5,8 @@ scikit-learn's string scorers (``scoring="neg_mean_squared_error"``) call
 that is a forecast from the fitted initial state and works as is. Held-out trajectories,
 though, start from states the model has never seen; a scorer must forecast each of them
 from its own first observed state, as :meth:`~skneuralode.NeuralODERegressor.score`
-does. :func:`make_forecast_scorer` builds such scorers from any regression metric.
+does. :func:`make_forecast_scorer` builds such scorers from any regression metric;
+:func:`masked_r2_score` is the R^2 that ``score`` itself returns.
 """
 
 from __future__ import annotations
@@ -137,3 +138,31 @@ def make_forecast_scorer(
         raise TypeError(f"metric must be a string or a callable, got {type(metric).__name__}.")
     name = getattr(metric, "__name__", repr(metric))
     return ForecastScorer(metric, 1.0 if greater_is_better else -1.0, name)
+
+
+def masked_r2_score(
+    predicted: list[np.ndarray], observed: list[np.ndarray], weights: np.ndarray
+) -> float:
+    """R^2 over observed (non-NaN) entries, uniform average over states.
+
+    ``weights`` holds one weight per trajectory (or per time point of a single one).
+    """
+    n_states = observed[0].shape[1]
+    stacked_prediction = np.concatenate(predicted)
+    stacked_observed = np.concatenate(observed)
+    stacked_weight = np.concatenate(
+        [np.broadcast_to(w, (len(o),)) for w, o in zip(weights, observed, strict=True)]
+    )
+    scores = []
+    for state in range(n_states):
+        seen = ~np.isnan(stacked_observed[:, state])
+        values, fitted = stacked_observed[seen, state], stacked_prediction[seen, state]
+        weight = stacked_weight[seen]
+        mean = np.average(values, weights=weight)
+        total = np.sum(weight * (values - mean) ** 2)
+        residual = np.sum(weight * (values - fitted) ** 2)
+        if total == 0:
+            scores.append(1.0 if residual == 0 else 0.0)
+        else:
+            scores.append(1.0 - residual / total)
+    return float(np.mean(scores))

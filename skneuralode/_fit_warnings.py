@@ -1,0 +1,78 @@
+"""Warnings about how a fit ended: interrupted, diverged, not integrable, or poor."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from ._training import TrainingReport
+
+_POOR_FIT_LOSS = 0.5  # scaled MSE above which the fit explains less than about half
+_FLAT_RELATIVE_SPREAD = 1e-6  # a state whose spread is below this fraction of its level
+
+
+def flat_states(states: np.ndarray) -> list[int]:
+    """States of a (n_traj, n_times, n_states) batch that are constant up to tiny noise."""
+    level = np.abs(np.nanmean(states, axis=(0, 1)))
+    spread = np.nanstd(states, axis=(0, 1))
+    return np.flatnonzero(spread <= _FLAT_RELATIVE_SPREAD * level).tolist()
+
+
+def warn_about_fit(report: TrainingReport, states: np.ndarray) -> None:
+    """Warn (``ConvergenceWarning``) about how training ended, with what to try.
+
+    Parameters
+    ----------
+    report : TrainingReport
+        How the stages ended and the kept model's full-trajectory loss.
+    states : ndarray of shape (n_traj, n_times, n_states)
+        The training states, to name states that are constant up to noise.
+    """
+    flat = flat_states(states)
+    if report.interrupted_in is not None:
+        warnings.warn(
+            f"Training was interrupted (KeyboardInterrupt) in the {report.interrupted_in} "
+            "stage; as on_interrupt='keep_best' asks, the best model so far was kept "
+            f"(after {report.kept_after}, scaled trajectory MSE "
+            f"{report.trajectory_loss:.3g}). Fit again with warm_start=True to continue.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    for result in report.results:
+        if result.status == "diverged":
+            remedy = {
+                "collocation": "a smaller collocation_learning_rate",
+                "shooting": "a smaller shooting_learning_rate or a shorter segment_length",
+            }.get(result.stage, "polish=False")
+            warnings.warn(
+                f"Training diverged: {result.message}. Try {remedy}; if the solver "
+                "failed, a larger max_num_steps or a fixed-step solver such as "
+                "solver='rk4' with a step_size.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+    if not math.isfinite(report.trajectory_loss):
+        warnings.warn(
+            "The fitted model could not be integrated over the data "
+            f"({report.solver_failure}); predictions may be non-finite. The data may be "
+            "stiff or blow up: try solver='rk4' with a step_size, or larger max_num_steps.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    elif report.trajectory_loss > _POOR_FIT_LOSS:
+        flat_hint = (
+            f" State(s) {flat} vary by less than {_FLAT_RELATIVE_SPREAD:g} of their level: "
+            "constant up to noise, they leave little but noise to fit."
+            if flat
+            else ""
+        )
+        warnings.warn(
+            f"The fit is poor (scaled trajectory MSE {report.trajectory_loss:.3g}, i.e. "
+            f"R^2 about {1 - report.trajectory_loss:.2f} on the training data).{flat_hint} "
+            "Try polish=True, a larger max_iter, a wider network, or check the data.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
