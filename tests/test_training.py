@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -184,6 +184,18 @@ def test_shooting_only_if_needed_is_skipped_on_a_good_fit(problem: TrainingProbl
     assert report.results[1].status == "skipped"
     assert report.results[1].n_iter == 0
     assert "within the noise" in report.results[1].message
+
+
+def test_an_implausibly_large_noise_estimate_does_not_skip_shooting(
+    problem: TrainingProblem,
+) -> None:
+    """A fit leaving a third of the variance unexplained is not "within the noise", even
+    where the noise estimate says so (short, coarsely sampled series overestimate it)."""
+    stage = ShootingStage(only_if_needed=True)
+    assert stage.skip_reason(replace(problem, noise_variance=1e-4), 0.001) is not None
+    assert stage.skip_reason(replace(problem, noise_variance=1e-4), 0.3) is None
+    assert stage.skip_reason(replace(problem, noise_variance=0.25), 0.3) is None
+    assert stage.skip_reason(replace(problem, noise_variance=0.25), 0.05) is not None
 
 
 def test_a_callback_stops_a_stage(problem: TrainingProblem) -> None:
