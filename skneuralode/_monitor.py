@@ -43,8 +43,8 @@ class TrainingMonitor:
         if self._bar is not None:
             # A stage that ends before its first record has no postfix yet.
             postfix = getattr(self._bar, "postfix", None) or ""
-            self._bar.set_postfix_str(f"{postfix} [{status}]", refresh=True)
-            self._bar.close()
+            self._bar.set_postfix_str(f"{postfix} [{status}]", refresh=False)
+            self._bar.close()  # draws the final line once
             self._bar = None
 
     def record(self, stage: str, first_iteration: int, losses: Sequence[float]) -> bool:
@@ -62,6 +62,6 @@ class TrainingMonitor:
             for callback in self.callbacks:
                 stop = bool(callback(dict(entry))) or stop
         if self._bar is not None and losses:
-            self._bar.update(len(losses))
             self._bar.set_postfix_str(f"loss={losses[-1]:.3e}", refresh=False)
+            self._bar.update(len(losses))  # draws the line with the new loss
         return stop
