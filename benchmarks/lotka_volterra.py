@@ -47,6 +47,13 @@ FORECAST_END = 6.0
 #: One network for both estimators (the UDE paper used a small, smooth network).
 NETWORK: dict[str, Any] = {"hidden_layer_sizes": (16, 16), "activation": "softplus"}
 
+#: UDE settings on top. 31 noisy points pin the network's term down only loosely at the
+#: ends of the series (large z at t=0, large x at t=3): without a weight decay the network
+#: keeps the collocation start's end errors there (the smoothed derivatives are biased at
+#: the ends). 1e-4 lowered the missing term's error on each of noise seeds 0-4; 1e-5 did
+#: nothing, 1e-3 over-smoothed.
+UDE: dict[str, Any] = {"network_weight_decay": 1e-4}
+
 
 def known_paper(t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
     """Known part of goals 1, 3 and 4: growth of the prey, death of the predator."""
@@ -125,7 +132,7 @@ def goal_1_and_3(seed: int, data: tuple[np.ndarray, ...], ude: dict, node: Any) 
         known=known_paper,
         fixed_params={"a": TRUE["a"], "d": TRUE["d"]},
         random_state=seed,
-        **{**NETWORK, **ude},
+        **{**NETWORK, **UDE, **ude},
     )
     estimator, cpu, wall = timed_fit(estimator, t, noisy)
     missing = true_missing_term(clean)
@@ -184,7 +191,7 @@ def goal_2(seed: int, data: tuple[np.ndarray, ...], ude: dict, node: Any) -> dic
         params={"a": 1.0, "b": 1.0},
         network_outputs=[1],
         random_state=seed,
-        **{**NETWORK, **ude},
+        **{**NETWORK, **UDE, **ude},
     )
     estimator, cpu, wall = timed_fit(estimator, t, noisy)
     x, z = clean[:, 0], clean[:, 1]
@@ -212,7 +219,10 @@ def goal_2(seed: int, data: tuple[np.ndarray, ...], ude: dict, node: Any) -> dic
 def goal_4(seed: int, data: tuple[np.ndarray, ...], ude: dict, node: Any) -> dict:
     t, clean, noisy = data
     estimator = UniversalODERegressor(
-        known=known_paper, params={"a": 1.0, "d": 1.0}, random_state=seed, **{**NETWORK, **ude}
+        known=known_paper,
+        params={"a": 1.0, "d": 1.0},
+        random_state=seed,
+        **{**NETWORK, **UDE, **ude},
     )
     estimator, cpu, wall = timed_fit(estimator, t, noisy)
     x, z = clean[:, 0], clean[:, 1]

@@ -84,6 +84,12 @@ class UniversalODERegressor(BaseODERegressor):
         the estimated noise variance of the data (scaled units, at least 1e-3): the
         penalty may cost about as much as the noise, so the data fit comes first. 0 turns
         it off.
+    network_weight_decay : float, default=0.0
+        Weight of an L2 penalty on the network's weights (not its biases), added to every
+        training stage, relative to the data misfit (a mean square in scaled units). It
+        keeps the learned term smooth where a few noisy trajectories leave it loosely
+        determined (the ends of short series); the Lotka-Volterra benchmark uses 1e-4 at
+        5 % noise. 0 turns it off.
     physics_first : bool, default=True
         Start with a collocation fit of the known part alone (network switched off), so
         that the physics explains all it can before the network sees the residual (only
@@ -193,6 +199,7 @@ class UniversalODERegressor(BaseODERegressor):
         network_inputs: Sequence[int] | None = None,
         param_constraints: str | Mapping[str, Any] | None = None,
         network_penalty: str | float = "auto",
+        network_weight_decay: float = 0.0,
         physics_first: bool = True,
         hidden_layer_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
@@ -234,6 +241,7 @@ class UniversalODERegressor(BaseODERegressor):
         self.network_inputs = network_inputs
         self.param_constraints = param_constraints
         self.network_penalty = network_penalty
+        self.network_weight_decay = network_weight_decay
         self.physics_first = physics_first
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -277,6 +285,7 @@ class UniversalODERegressor(BaseODERegressor):
         "network_inputs": ["array-like", None],
         "param_constraints": [StrOptions({"positive"}), Mapping, None],
         "network_penalty": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
+        "network_weight_decay": [Interval(Real, 0, None, closed="left")],
         "physics_first": ["boolean"],
         "feature_map": [callable, None],
     }
@@ -353,6 +362,7 @@ class UniversalODERegressor(BaseODERegressor):
             features,
             output_mask(outputs, n_states, self.augment_dim, torch.float64),
             penalty_weight,
+            float(self.network_weight_decay),
         )
         initial_states = problem.smoothed_states[:, 0].detach().cpu().to(torch.float64)
         initial_times = problem.times[:, 0].detach().cpu().to(torch.float64)

@@ -17,8 +17,10 @@ import torch
 from scipy.integrate import solve_ivp
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
+from torch import nn
 
 from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode._hybrid_field import squared_weights
 from skneuralode._physical_parameters import PhysicalParameters
 from skneuralode.datasets import make_damped_oscillator
 
@@ -201,6 +203,33 @@ def test_minimal_norm_penalty_hands_what_physics_explains_to_the_physics() -> No
     assert np.abs(penalised.network_term(y)).mean() < 0.5 * np.abs(free.network_term(y)).mean()
 
 
+def test_weight_decay_is_added_to_the_penalty_and_shrinks_the_weights(
+    damped: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """``network_weight_decay`` adds its weight times the squared weights (not biases)."""
+    t, y = damped
+    settings = dict(
+        known=spring,
+        fixed_params={"omega2": 4.0},
+        network_outputs=[1],
+        network_inputs=[1],
+        hidden_layer_sizes=(8,),
+        network_penalty=0.0,
+        random_state=0,
+        **QUICK,
+    )
+    free = UniversalODERegressor(**settings).fit(t, y)
+    decayed = UniversalODERegressor(network_weight_decay=0.1, **settings).fit(t, y)
+    field = decayed.module_.field
+    weights = [layer.weight for layer in field.network.modules() if isinstance(layer, nn.Linear)]
+    z = torch.zeros(3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        expected = 0.1 * sum(float((weight**2).sum()) for weight in weights)
+        assert float(field.penalty(torch.zeros(()), z)) == pytest.approx(expected, rel=1e-12)
+        assert float(free.module_.field.penalty(torch.zeros(()), z)) == 0.0
+        assert squared_weights(field.network) < 0.5 * squared_weights(free.module_.field.network)
+
+
 def test_physics_first_then_penalty_recover_the_physics() -> None:
     t, y = decay_data(k=1.5)
     est = UniversalODERegressor(
@@ -369,6 +398,7 @@ def test_clone_and_get_params_keep_every_ude_argument() -> None:
         network_inputs=[0],
         param_constraints={"k": "positive"},
         network_penalty=0.5,
+        network_weight_decay=1e-4,
     )
     copy = clone(est)
     assert copy.get_params() == est.get_params()
@@ -454,6 +484,7 @@ def test_grid_search_over_ude_settings() -> None:
         ({"known": returns_numpy}, TypeError, "torch.Tensor"),
         ({"known": needs_missing_name, "params": {"k": 1.0}}, ValueError, "KeyError"),
         ({"known": decay, "network_penalty": -1.0}, ValueError, "network_penalty"),
+        ({"known": decay, "network_weight_decay": -1.0}, ValueError, "network_weight_decay"),
     ],
 )
 def test_bad_arguments_get_clear_errors(
