@@ -7,16 +7,20 @@ library terms often describes it (Rackauckas et al. 2020, after Brunton et al. 2
 
 Along one trajectory the library columns (1, x, z, x^2, x z, ...) are nearly collinear,
 and sequentially thresholded least squares then keeps many terms whose large
-coefficients cancel. Here each equation is reduced instead by backward stepwise
-elimination on the residual (pysindy's ``SSR`` with ``criteria="model_residual"``): the
-term whose removal costs least goes first, which stays stable under collinearity. Of the
-nested models on that path, the sparsest one that leaves at most ``threshold`` of the
-network term's RMS unexplained is kept, and its coefficients are refitted by least
-squares.
+coefficients cancel. Here each equation is reduced instead by best-subset selection on
+the residual: for every number of terms, the subset that leaves the least residual.
+When the library is small (at most ``MAX_EXHAUSTIVE_TERMS`` terms) every subset is
+tried, which costs little since each is a tiny least-squares problem; greedy elimination
+can miss the best small subset precisely when columns are collinear. Larger libraries
+fall back to backward stepwise elimination (pysindy's ``SSR`` with
+``criteria="model_residual"``): the term whose removal costs least goes first. Of these
+models, the sparsest one that leaves at most ``threshold`` of the network term's RMS
+unexplained is kept, and its coefficients are refitted by least squares.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -93,10 +97,36 @@ class EquationDiscovery:
         return (features @ self.coefficients.T).reshape(np.shape(y))
 
 
-def _sparsest_within(
-    features: np.ndarray, target: np.ndarray, threshold: float, pysindy: Any
-) -> tuple[np.ndarray, float]:
-    """Backward elimination path of one equation; the sparsest model within threshold."""
+#: Libraries up to this many terms are searched exhaustively (2^15 tiny fits at most).
+MAX_EXHAUSTIVE_TERMS = 15
+
+
+def _best_subsets(features: np.ndarray, target: np.ndarray) -> list[np.ndarray]:
+    """Support of the least-residual subset of every size 1..n_terms (exhaustive).
+
+    All subsets of one size are solved together through the normal equations of the
+    unit-norm columns (batched); the caller refits the chosen support by least squares.
+    """
+    n_terms = features.shape[1]
+    scale = np.linalg.norm(features, axis=0)
+    scale[scale == 0] = 1.0
+    columns = features / scale
+    gram, moments = columns.T @ columns, columns.T @ target
+    supports = []
+    for size in range(1, n_terms + 1):
+        subsets = np.array(list(itertools.combinations(range(n_terms), size)))
+        grams = gram[subsets[:, :, None], subsets[:, None, :]]  # (n_subsets, size, size)
+        rhs = moments[subsets]  # (n_subsets, size)
+        solutions = np.einsum("sij,sj->si", np.linalg.pinv(grams, hermitian=True), rhs)
+        explained = np.einsum("si,si->s", solutions, rhs)  # the residual is |y|^2 - this
+        support = np.zeros(n_terms, dtype=bool)
+        support[subsets[int(np.argmax(explained))]] = True
+        supports.append(support)
+    return supports
+
+
+def _backward_path(features: np.ndarray, target: np.ndarray, pysindy: Any) -> list[np.ndarray]:
+    """Supports along pysindy's backward elimination (SSR), from the full model down."""
     n_terms = features.shape[1]
     optimizer = pysindy.SSR(
         alpha=1e-10, max_iter=n_terms, criteria="model_residual", normalize_columns=True
@@ -105,16 +135,40 @@ def _sparsest_within(
     # history_[0] is the full model (pysindy keeps it by reference, so rebuild it)
     supports = [np.ones(n_terms, dtype=bool)]
     supports += [np.asarray(step).reshape(-1) != 0 for step in optimizer.history_[1:]]
+    return supports
+
+
+def _sparsest_within(
+    features: np.ndarray,
+    target: np.ndarray,
+    threshold: float,
+    pysindy: Any,
+    max_exhaustive: int = MAX_EXHAUSTIVE_TERMS,
+) -> tuple[np.ndarray, float]:
+    """The sparsest candidate model of one equation within threshold (else the fullest).
+
+    Candidates are the best subset of every size when the library has at most
+    ``max_exhaustive`` terms, the backward elimination path otherwise.
+    """
+    n_terms = features.shape[1]
+    if n_terms <= max_exhaustive:
+        supports = _best_subsets(features, target)
+    else:
+        supports = _backward_path(features, target, pysindy)
     norm = max(float(np.linalg.norm(target)), np.finfo(float).tiny)
-    candidates = []  # from the full model to the sparsest
+    candidates = []
     for support in supports:
         if support.any():
             coefficients = np.zeros(n_terms)
             coefficients[support] = np.linalg.lstsq(features[:, support], target, rcond=None)[0]
             unexplained = float(np.linalg.norm(features @ coefficients - target)) / norm
-            candidates.append((coefficients, unexplained))
+            candidates.append((int(support.sum()), unexplained, coefficients))
     within = [candidate for candidate in candidates if candidate[1] <= threshold]
-    return within[-1] if within else candidates[0]
+    if within:
+        _, unexplained, coefficients = min(within, key=lambda c: (c[0], c[1]))
+    else:
+        _, unexplained, coefficients = max(candidates, key=lambda c: (c[0], -c[1]))
+    return coefficients, unexplained
 
 
 def discover_network_term(

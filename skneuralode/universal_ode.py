@@ -475,12 +475,13 @@ class UniversalODERegressor(BaseODERegressor):
 
         The fitted model is integrated over each training trajectory's time span and the
         network's term there is described by a sparse combination of polynomials of the
-        states the network sees (``pysindy``'s library and stepwise sparse regression):
-        each equation keeps the fewest terms that leave at most ``threshold`` of the
-        network term's RMS unexplained. The result is kept as ``discovery_``; its
-        ``rates(y)`` evaluate the discovered term, e.g. to rebuild the model from the
-        known and discovered parts, and its ``unexplained`` says how well each equation
-        describes the network.
+        states the network sees (``pysindy``'s library; for each number of terms the
+        least-residual subset, searched exhaustively in libraries of up to 15 terms and by
+        ``pysindy``'s backward elimination in larger ones): each equation keeps the fewest
+        terms that leave at most ``threshold`` of the network term's RMS unexplained.
+        The result is kept as ``discovery_``; its ``rates(y)`` evaluate the discovered
+        term, e.g. to rebuild the model from the known and discovered parts, and its
+        ``unexplained`` says how well each equation describes the network.
 
         Parameters
         ----------

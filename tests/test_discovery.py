@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import warnings
 
@@ -109,3 +110,52 @@ def test_missing_pysindy_names_the_extra(
     monkeypatch.setitem(sys.modules, "pysindy", None)  # makes `import pysindy` fail
     with pytest.raises(ImportError, match=r"skneuralode\[discovery\]"):
         damping_model.discover_equations()
+
+
+def collinear_library() -> tuple[np.ndarray, np.ndarray]:
+    """``y = b + c`` exactly, and a third column ``a = b + c + 5 % of another signal``.
+
+    Backward elimination drops ``a`` first (it costs nothing) and is then left with the
+    two-term ``b + c``; the best single term, ``a``, explains all but 5 % of ``y``.
+    """
+    t = np.linspace(0.0, 3.0, 200)
+    b, c = np.sin(t), np.cos(2.0 * t)
+    target = b + c
+    a = target + 0.05 * np.linalg.norm(target) / np.sqrt(t.size) * np.sin(7.0 * t)
+    return np.stack([a, b, c], axis=1), target
+
+
+def test_best_subset_beats_greedy_elimination_under_collinearity() -> None:
+    pysindy = pytest.importorskip("pysindy")
+    from skneuralode._discovery import _sparsest_within
+
+    features, target = collinear_library()
+    greedy, greedy_unexplained = _sparsest_within(features, target, 0.1, pysindy, max_exhaustive=0)
+    assert np.flatnonzero(greedy).tolist() == [1, 2]  # the greedy path misses {a}
+    assert greedy_unexplained < 1e-8
+    best, unexplained = _sparsest_within(features, target, 0.1, pysindy)
+    assert np.flatnonzero(best).tolist() == [0]
+    assert 0.03 < unexplained < 0.07
+    np.testing.assert_allclose(best[0], features[:, 0] @ target / (features[:, 0] ** 2).sum())
+    # a tighter threshold than the 5 % gets the exact pair, a zero one the whole library
+    exact, _ = _sparsest_within(features, target, 0.01, pysindy)
+    assert np.flatnonzero(exact).tolist() == [1, 2]
+    everything, _ = _sparsest_within(features, target + 0.01 * features[:, 0] ** 2, 0.0, pysindy)
+    assert np.all(everything != 0)
+
+
+def test_best_subsets_are_the_least_residual_of_each_size() -> None:
+    from skneuralode._discovery import _best_subsets
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((50, 6)) * [1.0, 10.0, 0.1, 1.0, 3.0, 1.0]
+    target = rng.standard_normal(50)
+    for support in _best_subsets(features, target):
+        size = int(support.sum())
+
+        def residual(columns: tuple[int, ...]) -> float:
+            chosen = features[:, list(columns)]
+            return float(np.linalg.norm(chosen @ np.linalg.lstsq(chosen, target)[0] - target))
+
+        best = min(itertools.combinations(range(6), size), key=residual)
+        assert np.flatnonzero(support).tolist() == list(best)
