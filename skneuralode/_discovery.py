@@ -7,15 +7,21 @@ library terms often describes it (Rackauckas et al. 2020, after Brunton et al. 2
 
 Along one trajectory the library columns (1, x, z, x^2, x z, ...) are nearly collinear,
 and sequentially thresholded least squares then keeps many terms whose large
-coefficients cancel. Here each equation is reduced instead by best-subset selection on
-the residual: for every number of terms, the subset that leaves the least residual.
-When the library is small (at most ``MAX_EXHAUSTIVE_TERMS`` terms) every subset is
-tried, which costs little since each is a tiny least-squares problem; greedy elimination
-can miss the best small subset precisely when columns are collinear. Larger libraries
-fall back to backward stepwise elimination (pysindy's ``SSR`` with
-``criteria="model_residual"``): the term whose removal costs least goes first. Of these
-models, the sparsest one that leaves at most ``threshold`` of the network term's RMS
-unexplained is kept, and its coefficients are refitted by least squares.
+coefficients cancel. Here the candidate structures of each equation come from
+best-subset selection on the residual: for every number of terms, the subset that
+leaves the least residual. When the library is small (at most ``MAX_EXHAUSTIVE_TERMS``
+terms) every subset is tried, which costs little since each is a tiny least-squares
+problem; greedy elimination can miss the best small subset precisely when columns are
+collinear. Larger libraries fall back to backward stepwise elimination (pysindy's
+``SSR`` with ``criteria="model_residual"``): the term whose removal costs least goes
+first.
+
+Which structure is kept is decided by the dynamics, not by the network's term: the
+network is least accurate where the data say least, so a term that is right can leave a
+good part of the network's output unexplained. Sparsest first, each candidate's
+coefficients are refitted through the ODE (``_discovery_refit``) so that the rebuilt
+model, known part + discovered terms, reproduces the fitted trajectories; the sparsest
+structure that does so to within ``threshold`` of the states' spread is kept.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._discovery_refit import Rates, Refit, refit_through_trajectories
 
 _INSTALL_HINT = (
     "Equation discovery needs the optional dependency pysindy: "
@@ -62,6 +70,9 @@ class EquationDiscovery:
     unexplained : ndarray of shape (n_states,)
         Fraction of each regressed term's RMS the equation leaves unexplained along the
         sampled trajectories (zero for the other states).
+    trajectory_error : float
+        RMS by which the rebuilt model (known part + discovered terms) misses the fitted
+        trajectories, as a fraction of each state's standard deviation along them.
     """
 
     library: Any
@@ -70,6 +81,7 @@ class EquationDiscovery:
     input_states: tuple[int, ...]
     output_states: tuple[int, ...]
     unexplained: np.ndarray
+    trajectory_error: float
 
     @property
     def n_states(self) -> int:
@@ -99,6 +111,8 @@ class EquationDiscovery:
 
 #: Libraries up to this many terms are searched exhaustively (2^15 tiny fits at most).
 MAX_EXHAUSTIVE_TERMS = 15
+#: Candidate structures refitted through the ODE at most (sparsest first).
+MAX_REFITS = 30
 
 
 def _best_subsets(features: np.ndarray, target: np.ndarray) -> list[np.ndarray]:
@@ -138,42 +152,44 @@ def _backward_path(features: np.ndarray, target: np.ndarray, pysindy: Any) -> li
     return supports
 
 
-def _sparsest_within(
+def candidate_supports(
     features: np.ndarray,
     target: np.ndarray,
-    threshold: float,
     pysindy: Any,
     max_exhaustive: int = MAX_EXHAUSTIVE_TERMS,
-) -> tuple[np.ndarray, float]:
-    """The sparsest candidate model of one equation within threshold (else the fullest).
+) -> list[np.ndarray]:
+    """Candidate structures of one equation, sparsest first.
 
-    Candidates are the best subset of every size when the library has at most
+    The least-residual subset of every size when the library has at most
     ``max_exhaustive`` terms, the backward elimination path otherwise.
     """
-    n_terms = features.shape[1]
-    if n_terms <= max_exhaustive:
+    if features.shape[1] <= max_exhaustive:
         supports = _best_subsets(features, target)
     else:
         supports = _backward_path(features, target, pysindy)
-    norm = max(float(np.linalg.norm(target)), np.finfo(float).tiny)
-    candidates = []
-    for support in supports:
-        if support.any():
-            coefficients = np.zeros(n_terms)
-            coefficients[support] = np.linalg.lstsq(features[:, support], target, rcond=None)[0]
-            unexplained = float(np.linalg.norm(features @ coefficients - target)) / norm
-            candidates.append((int(support.sum()), unexplained, coefficients))
-    within = [candidate for candidate in candidates if candidate[1] <= threshold]
-    if within:
-        _, unexplained, coefficients = min(within, key=lambda c: (c[0], c[1]))
-    else:
-        _, unexplained, coefficients = max(candidates, key=lambda c: (c[0], -c[1]))
-    return coefficients, unexplained
+    return sorted((support for support in supports if support.any()), key=np.sum)
+
+
+def _structures_by_size(counts: Sequence[int]) -> list[tuple[int, ...]]:
+    """Index tuples (one candidate per equation), fewest terms in all first."""
+    return sorted(itertools.product(*(range(count) for count in counts)), key=sum)
+
+
+def _least_squares_on_term(
+    features: np.ndarray, targets: np.ndarray, supports: dict[int, np.ndarray], n_states: int
+) -> np.ndarray:
+    coefficients = np.zeros((n_states, features.shape[1]))
+    for state, support in supports.items():
+        solution = np.linalg.lstsq(features[:, support], targets[:, state], rcond=None)[0]
+        coefficients[state, support] = solution
+    return coefficients
 
 
 def discover_network_term(
     states: Sequence[np.ndarray],
     targets: Sequence[np.ndarray],
+    times: Sequence[np.ndarray],
+    known_rates: Rates,
     *,
     input_states: Sequence[int],
     output_states: Sequence[int],
@@ -181,19 +197,24 @@ def discover_network_term(
     threshold: float,
     feature_names: Sequence[str] | None,
 ) -> EquationDiscovery:
-    """Sparse regression of ``targets`` on a polynomial library of ``states``.
+    """The sparsest polynomial description of ``targets`` that reproduces the dynamics.
 
     Parameters
     ----------
     states, targets : list of ndarray of shape (n_points, n_states)
-        States along each trajectory and the learned term there.
+        States along each fitted trajectory and the learned term there.
+    times : list of ndarray of shape (n_points,)
+        Times of those states.
+    known_rates : callable
+        The known part of the right-hand side, ``known_rates(y)`` for states of shape
+        (n_samples, n_states).
     input_states, output_states : sequence of int
-        States the library uses and states whose term is regressed.
+        States the library uses and states whose term is described.
     degree : int
         Highest degree of the polynomial library.
     threshold : float
-        Fraction of each target's RMS the sparse equation may leave unexplained; when
-        not even the whole library gets that close, the whole library is kept.
+        Largest trajectory error (see :class:`EquationDiscovery`) a description may
+        leave; when none is within it, the closest one tried is kept.
     feature_names : sequence of str or None
         Names of all states ("x0", "x1", ... by default).
 
@@ -214,12 +235,39 @@ def discover_network_term(
     library = pysindy.PolynomialLibrary(degree=degree)
     features = np.asarray(library.fit_transform(np.concatenate(states)[:, inputs]))
     stacked_targets = np.concatenate(targets)
-    coefficients = np.zeros((n_states, features.shape[1]))
+    candidates = {
+        state: candidate_supports(features, stacked_targets[:, state], pysindy) for state in outputs
+    }
+
+    def rebuilt_rates(coefficients: np.ndarray) -> Rates:
+        def rates(y: np.ndarray) -> np.ndarray:
+            terms = np.asarray(library.transform(y[:, inputs]))
+            return known_rates(y) + terms @ coefficients.T
+
+        return rates
+
+    best: tuple[int, Refit] | None = None
+    structures = _structures_by_size([len(candidates[state]) for state in outputs])
+    for structure in structures[:MAX_REFITS]:
+        supports = {
+            state: candidates[state][index] for state, index in zip(outputs, structure, strict=True)
+        }
+        size = sum(int(support.sum()) for support in supports.values())
+        if best is not None and best[1].error <= threshold and size > best[0]:
+            break  # the sparsest structures within the threshold have all been tried
+        start = _least_squares_on_term(features, stacked_targets, supports, n_states)
+        free = np.zeros_like(start, dtype=bool)
+        for state, support in supports.items():
+            free[state, support] = True
+        refit = refit_through_trajectories(start, free, rebuilt_rates, states, times)
+        if best is None or _better(refit, size, best, threshold):
+            best = (size, refit)
+    assert best is not None  # every output state has at least one candidate
+    coefficients = best[1].coefficients
+    residual = np.asarray(features @ coefficients.T) - stacked_targets
+    norms = np.maximum(np.linalg.norm(stacked_targets, axis=0), np.finfo(float).tiny)
     unexplained = np.zeros(n_states)
-    for state in outputs:
-        coefficients[state], unexplained[state] = _sparsest_within(
-            features, stacked_targets[:, state], threshold, pysindy
-        )
+    unexplained[outputs] = (np.linalg.norm(residual, axis=0) / norms)[outputs]
     return EquationDiscovery(
         library,
         coefficients,
@@ -227,4 +275,15 @@ def discover_network_term(
         tuple(inputs),
         tuple(outputs),
         unexplained,
+        best[1].error,
     )
+
+
+def _better(refit: Refit, size: int, best: tuple[int, Refit], threshold: float) -> bool:
+    """Within the threshold the sparser, then the closer; outside it, the closer."""
+    within, best_within = refit.error <= threshold, best[1].error <= threshold
+    if within != best_within:
+        return within
+    if within and size != best[0]:
+        return size < best[0]
+    return refit.error < best[1].error
