@@ -72,7 +72,8 @@ class EquationDiscovery:
         sampled trajectories (zero for the other states).
     trajectory_error : float
         RMS by which the rebuilt model (known part + discovered terms) misses the fitted
-        trajectories, as a fraction of each state's standard deviation along them.
+        trajectories (at most ``MAX_REFIT_TRAJECTORIES`` of them, evenly spread), as a
+        fraction of each state's standard deviation along them.
     """
 
     library: Any
@@ -113,6 +114,8 @@ class EquationDiscovery:
 MAX_EXHAUSTIVE_TERMS = 15
 #: Candidate structures refitted through the ODE at most (sparsest first).
 MAX_REFITS = 30
+#: Trajectories the refits integrate at most (evenly spread over the fitted ones).
+MAX_REFIT_TRAJECTORIES = 20
 
 
 def _best_subsets(features: np.ndarray, target: np.ndarray) -> list[np.ndarray]:
@@ -246,6 +249,9 @@ def discover_network_term(
 
         return rates
 
+    # Refits integrate every trajectory at every evaluation: a spread of them suffices.
+    chosen = np.unique(np.linspace(0, len(states) - 1, MAX_REFIT_TRAJECTORIES).astype(int))
+    refit_states, refit_times = [states[i] for i in chosen], [times[i] for i in chosen]
     best: tuple[int, Refit] | None = None
     structures = _structures_by_size([len(candidates[state]) for state in outputs])
     for structure in structures[:MAX_REFITS]:
@@ -259,7 +265,7 @@ def discover_network_term(
         free = np.zeros_like(start, dtype=bool)
         for state, support in supports.items():
             free[state, support] = True
-        refit = refit_through_trajectories(start, free, rebuilt_rates, states, times)
+        refit = refit_through_trajectories(start, free, rebuilt_rates, refit_states, refit_times)
         if best is None or _better(refit, size, best, threshold):
             best = (size, refit)
     assert best is not None  # every output state has at least one candidate
