@@ -51,3 +51,4 @@ def compiled_field(model: ODEModel, enabled: bool) -> Iterator[None]:
             yield
     finally:
         model.field = field
+        vars(field).pop("_is_torch_compile", None)  # torch.compile's mark on the module

@@ -294,6 +294,7 @@ def test_compiled_field_trains_the_same_model_and_is_not_kept(oscillator) -> Non
     eager = NeuralODERegressor(**settings).fit(t, y)
     compiled = NeuralODERegressor(**settings, compile_field=True).fit(t, y)
     assert type(compiled.module_.field) is type(eager.module_.field)  # the plain module back
+    assert vars(compiled.module_.field).keys() == vars(eager.module_.field).keys()
     assert [r.n_iter for r in compiled.stage_results_] == [20, 20]
     assert_allclose(compiled.predict(t), eager.predict(t), rtol=1e-6, atol=1e-8)
     restored = pickle.loads(pickle.dumps(compiled))
