@@ -46,19 +46,23 @@ class Refit:
 def rebuilt_trajectories(
     rates: Rates, states: Sequence[np.ndarray], times: Sequence[np.ndarray]
 ) -> list[np.ndarray | None]:
-    """Integrate ``dy/dt = rates(y)`` from each trajectory's first state over its times."""
+    """Integrate ``dy/dt = rates(y)`` from each trajectory's first state over its times.
+
+    A trajectory that cannot be integrated (blow-up, non-finite rates) is None.
+    """
     solutions: list[np.ndarray | None] = []
     for start, grid in zip((row[0] for row in states), times, strict=True):
         solution = solve_ivp(
             lambda t, y: rates(y[None, :])[0],
             (float(grid[0]), float(grid[-1])),
             start,
+            method="LSODA",  # a wrong candidate may well be stiff
             t_eval=grid,
             rtol=1e-6,
             atol=1e-9,
         )
         complete = solution.success and solution.y.shape[1] == len(grid)
-        solutions.append(solution.y.T if complete else None)
+        solutions.append(solution.y.T if complete and np.isfinite(solution.y).all() else None)
     return solutions
 
 

@@ -158,6 +158,21 @@ def test_refitting_through_the_ode_removes_the_bias_of_the_term_fit() -> None:
     assert start[0, 0] == -0.5  # the starting values are not modified
 
 
+def test_a_candidate_that_cannot_be_integrated_is_refused_not_raised() -> None:
+    from skneuralode._discovery_refit import refit_through_trajectories
+
+    times = np.linspace(0.0, 1.0, 20)
+    trajectory = np.exp(times)[:, None]
+
+    def rebuilt_rates(coefficients: np.ndarray):
+        return lambda y: np.full_like(y, np.nan)  # a field that is nowhere defined
+
+    refit = refit_through_trajectories(
+        np.array([[1.0]]), np.array([[True]]), rebuilt_rates, [trajectory], [times]
+    )
+    assert refit.error >= 100.0  # far worse than any candidate that integrates
+
+
 def test_best_subsets_are_the_least_residual_of_each_size() -> None:
     from skneuralode._discovery import _best_subsets
 
