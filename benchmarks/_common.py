@@ -1,4 +1,4 @@
-"""Helpers the scale, memory and compile benchmarks share: subprocess runs, RSS, versions.
+"""Helpers the benchmarks share: subprocess runs, RSS, versions, stage timings.
 
 Every measured configuration runs in a fresh interpreter (so peak RSS and one-time
 imports are per configuration) on the number of torch threads asked for, with the
@@ -74,6 +74,25 @@ def environment_summary() -> dict[str, Any]:
         "skneuralode_sources": source_fingerprint(),
         "versions": versions,
     }
+
+
+def stage_summary(estimator: Any) -> list[dict[str, Any]]:
+    """How each training stage of a fitted estimator ended, with its seconds."""
+    stages, elapsed = [], 0.0
+    for result in estimator.stage_results_:
+        records = [entry for entry in estimator.history_ if entry["stage"] == result.stage]
+        ended = records[-1]["seconds"] if records else elapsed
+        stages.append(
+            {
+                "stage": result.stage,
+                "n_iter": result.n_iter,
+                "status": result.status,
+                "loss": result.loss,
+                "seconds": ended - elapsed,
+            }
+        )
+        elapsed = ended
+    return stages
 
 
 def run_worker(script: Path, arguments: Sequence[str], threads: int) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from _common import (
     peak_rss_mb,
     run_worker,
     source_fingerprint,
+    stage_summary,
     write_document,
 )
 
@@ -116,19 +117,7 @@ def run_skneuralode(size: int, device: str) -> dict[str, Any]:
         fit_peak = peak_rss_mb()
         r2 = float(estimator.score(t, y))
         forecast_r2 = float(estimator.score(t, y_test))
-    stages, elapsed = [], 0.0
-    for result in estimator.stage_results_:
-        records = [entry for entry in estimator.history_ if entry["stage"] == result.stage]
-        ended = records[-1]["seconds"] if records else elapsed
-        stages.append(
-            {
-                "stage": result.stage,
-                "n_iter": result.n_iter,
-                "status": result.status,
-                "seconds": ended - elapsed,
-            }
-        )
-        elapsed = ended
+    stages = stage_summary(estimator)
     parameter = next(estimator.module_.parameters())
     return {
         "fit_seconds": fit_seconds,
@@ -142,7 +131,7 @@ def run_skneuralode(size: int, device: str) -> dict[str, Any]:
             "device": str(parameter.device),
             "dtype": str(parameter.dtype).removeprefix("torch."),
             "stages": stages,
-            "seconds_outside_stages": fit_seconds - elapsed,
+            "seconds_outside_stages": fit_seconds - sum(stage["seconds"] for stage in stages),
             "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
         },
     }

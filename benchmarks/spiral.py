@@ -42,18 +42,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment_summary, peak_rss_mb, source_fingerprint, stage_summary
 
 METHODS = ("torchdiffeq-demo", "skneuralode")
 SCENARIOS = ("dense", "irregular")
@@ -101,25 +101,6 @@ def make_problem(scenario: str) -> Problem:
     _, y_clean = make_spiral(times=np.concatenate([[0.0], t_irregular]))
     y_noisy = add_noise(y_clean[1:], NOISE_FRACTION, seed=NOISE_SEED)
     return {"t_train": t_irregular, "y_train": y_noisy, "t_dense": t_dense, "y_dense": y_dense}
-
-
-def source_fingerprint() -> str:
-    """Short SHA-256 of skneuralode's Python sources, to tell which code a run measured."""
-    import hashlib
-
-    import skneuralode
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(skneuralode.__file__).parent.rglob("*.py")):
-        digest.update(path.relative_to(Path(skneuralode.__file__).parent).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes / kB
 
 
 # ---------------------------------------------------------------- torchdiffeq demo loop
@@ -267,21 +248,7 @@ def run_skneuralode(problem: Problem) -> dict[str, Any]:
         fit_peak = peak_rss_mb()
         r2 = float(estimator.score(problem["t_dense"], problem["y_dense"]))
 
-    stages: list[dict[str, Any]] = []
-    elapsed = 0.0
-    for result in estimator.stage_results_:
-        records = [entry for entry in estimator.history_ if entry["stage"] == result.stage]
-        ended = records[-1]["seconds"] if records else elapsed
-        stages.append(
-            {
-                "stage": result.stage,
-                "n_iter": result.n_iter,
-                "status": result.status,
-                "loss": result.loss,
-                "seconds": ended - elapsed,
-            }
-        )
-        elapsed = ended
+    stages = stage_summary(estimator)
     parameter = next(estimator.module_.parameters())
     return {
         "fit_seconds": fit_seconds,
@@ -294,7 +261,7 @@ def run_skneuralode(problem: Problem) -> dict[str, Any]:
             "n_iter": estimator.n_iter_,
             "loss": estimator.loss_,
             "stages": stages,
-            "seconds_outside_stages": fit_seconds - elapsed,
+            "seconds_outside_stages": fit_seconds - sum(stage["seconds"] for stage in stages),
             "warnings": [f"{w.category.__name__}: {w.message}" for w in caught],
         },
     }
@@ -350,39 +317,6 @@ def run_in_subprocess(method: str, scenario: str, iterations: int) -> dict[str, 
             f"{method} on {scenario} failed (exit {completed.returncode}):\n{completed.stderr}"
         )
     return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def environment_summary() -> dict[str, Any]:
-    """Versions and machine facts that the figures depend on."""
-    versions = {}
-    for package in ("torch", "torchdiffeq", "scikit-learn", "numpy", "scipy", "skneuralode"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    root = Path(__file__).resolve().parent.parent
-    revision = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "-C", str(root), "status", "--porcelain", "--", "skneuralode"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_start": list(os.getloadavg()),
-        "git_revision": revision or None,
-        "skneuralode_modified": bool(dirty),
-        "skneuralode_sources": source_fingerprint(),
-        "versions": versions,
-    }
 
 
 def add_speedups(results: list[dict[str, Any]]) -> None:
