@@ -1,4 +1,12 @@
-"""The estimator machinery both public regressors share: fit, predict, score, persistence."""
+"""The estimator machinery both public regressors share: fit, predict, score.
+
+Data flows one way: ``fit`` validates the arrays (``_data``), builds the training
+problem (``_problem``), computes the data-free model specification once (``_spec``),
+builds the model from it and trains it (``_training``); ``predict``, ``score`` and
+``vector_field`` read only the fitted module and its specification, never the live
+constructor arguments, so ``set_params`` after a fit changes nothing until the next fit
+(only ``device``, where to compute, is read at prediction time).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +22,11 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Tags, check_random_state
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
-from ._collocation import CollocationStage
 from ._compile import compiled_field
 from ._data import (
     TimeGrids,
+    TrajectoryBatch,
     validate_sample_weight,
     validate_states,
     validate_times,
@@ -29,36 +36,56 @@ from ._device import device_for_prediction, resolve_device, resolve_dtype
 from ._fit_warnings import warn_about_fit
 from ._monitor import TrainingMonitor
 from ._params import COMMON_CONSTRAINTS, check_callbacks, check_hidden_layer_sizes
-from ._polish import PolishStage
 from ._prediction import integrate
 from ._problem import TrainingProblem, build_problem
 from ._scoring import masked_r2_score
-from ._shooting import ShootingStage
 from ._solve import SolverSettings
-from ._stage import StageContext, TrainingStage
+from ._spec import FieldSpec, ModelSpec
 from ._threads import limit_torch_threads_in_workers, seeded_global_rng
-from ._training import TrainingReport, train
-from ._vector_fields import ODEModel, StateScaling
+from ._training import StageContext, TrainingReport, TrainingStage, train
+from ._training.collocation import CollocationStage
+from ._training.polish import PolishStage
+from ._training.shooting import ShootingStage
+from ._vector_fields import ODEModel
 
 
 class BaseODERegressor(RegressorMixin, BaseEstimator):
     """Shared machinery of :class:`NeuralODERegressor` and :class:`UniversalODERegressor`.
 
-    Subclasses define ``__init__`` (storing their arguments) and :meth:`_build_field`.
+    Subclasses define ``__init__`` (storing their arguments) and :meth:`_field_spec`.
     """
 
     _parameter_constraints: ClassVar[dict] = dict(COMMON_CONSTRAINTS)
+    #: Fitted attributes that are not derived from the model (a file stores these).
+    _recorded_attributes: ClassVar[frozenset[str]] = frozenset(
+        {"n_iter_", "loss_", "history_", "stage_results_"}
+    )
+    #: Fitted attributes derived from ``module_`` (a file rebuilds these).
+    _derived_attributes: ClassVar[frozenset[str]] = frozenset(
+        {"module_", "n_features_in_", "n_trajectories_", "t0_", "y0_"}
+    )
+    #: The kind of field this estimator fits.
+    _field_spec_type: ClassVar[type[FieldSpec]] = FieldSpec
+    #: Marks the classes the safe file format may instantiate.
+    _skneuralode_estimator: ClassVar[bool] = True
 
     # ----------------------------------------------------------------- subclass hooks
-    def _build_field(self, problem: TrainingProblem, scaling: StateScaling) -> nn.Module:
-        """Return the scaled dynamics ``field(t, z)`` for a new fit."""
+    def _field_spec(self, problem: TrainingProblem) -> FieldSpec:
+        """The field of a new fit, described from the arguments and the training data."""
         raise NotImplementedError
 
     def _check_model_arguments(self) -> None:
         """Validate subclass-specific arguments (called at the start of ``fit``)."""
 
+    def _check_new_model(self, model: ODEModel, problem: TrainingProblem) -> None:
+        """Check a freshly built model on the data (e.g. call user physics once)."""
+
     def _after_fit(self) -> None:
-        """Set subclass-specific fitted attributes."""
+        """Set subclass-specific attributes derived from ``module_`` (after a fit or a
+        load)."""
+
+    def _record_data_facts(self, batch: TrajectoryBatch) -> None:
+        """Set subclass-specific fitted attributes that describe the training data."""
 
     # ------------------------------------------------------------------ configuration
     def _solver_settings(self) -> SolverSettings:
@@ -104,6 +131,15 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             )
         return stages
 
+    def _check_arguments(self) -> tuple:
+        """Validate the constructor arguments (``fit`` and the file loader); returns the
+        callbacks."""
+        self._validate_params()
+        check_hidden_layer_sizes(self.hidden_layer_sizes)
+        callbacks = check_callbacks(self.callbacks)
+        self._check_model_arguments()
+        return callbacks
+
     # --------------------------------------------------------------------------- fit
     def fit(self, t: Any, y: Any) -> BaseODERegressor:
         """Fit the dynamics to observed trajectories.
@@ -121,48 +157,48 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         self
         """
         limit_torch_threads_in_workers()
-        self._validate_params()
-        check_hidden_layer_sizes(self.hidden_layer_sizes)
-        callbacks = check_callbacks(self.callbacks)
-        self._check_model_arguments()
+        callbacks = self._check_arguments()
         stages = self._stages()
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
         batch = validate_trajectories(t, y)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        continuing = self.warm_start and hasattr(self, "module_")
-        if continuing and batch.n_states != self.n_features_in_:
+        previous = self.module_ if self.warm_start and hasattr(self, "module_") else None
+        if previous is not None and batch.n_states != previous.n_states:
             raise ValueError(
                 f"y has {batch.n_states} states but the model being continued "
-                f"(warm_start=True) was fitted on {self.n_features_in_}."
+                f"(warm_start=True) was fitted on {previous.n_states}."
             )
         relative_noise = None if self.smoothing == "auto" else float(self.smoothing)
-        previous_scaling = self._scaling_ if continuing else None
         problem = build_problem(
             batch,
             device=device,
             dtype=dtype,
             relative_noise=relative_noise,
-            scaling=previous_scaling,
+            scaling=None if previous is None else previous.scaling,
         )
+        spec = self._model_spec(problem, batch, dtype, previous)
+        spec.check()
         with seeded_global_rng(seed):
-            model = self._continued_model(problem) if continuing else self._new_model(problem)
+            model = self._new_model(spec, problem) if previous is None else None
+        if previous is not None:
+            model = self._continued_model(previous, spec, problem)
         model = model.to(device=device, dtype=dtype)
         generator = torch.Generator(device=device).manual_seed(seed)
         monitor = TrainingMonitor(self.verbose, callbacks)
-        context = StageContext(self._solver_settings(), monitor, generator)
+        context = StageContext(spec.solver, monitor, generator)
         with compiled_field(model, self.compile_field):
             report = train(
                 problem,
                 model,
                 stages,
                 context,
-                model_is_trained=continuing,
+                model_is_trained=previous is not None,
                 keep_best_on_interrupt=self.on_interrupt == "keep_best",
             )
         previous_state = dict(vars(self))
         try:
-            self._set_fitted_state(model, problem, batch, report, monitor)
+            self._set_fitted_state(model, batch, report, monitor)
         except BaseException:  # never leave a half-updated estimator behind
             vars(self).clear()
             vars(self).update(previous_state)
@@ -170,56 +206,108 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         warn_about_fit(report, batch.states)
         return self
 
-    def _new_model(self, problem: TrainingProblem) -> ODEModel:
-        scaling = StateScaling(problem.scaling)
-        field = self._build_field(problem, scaling)
-        initial = problem.smoothed_states[:, 0].detach().cpu()
-        augmented = torch.zeros(problem.n_traj, self.augment_dim, dtype=initial.dtype)
-        return ODEModel(
-            field,
-            scaling,
-            torch.cat([initial, augmented], dim=1),
-            problem.times[:, 0].detach().cpu().clone(),  # a view would pickle all times
-            problem.n_states,
+    def _model_spec(
+        self,
+        problem: TrainingProblem,
+        batch: TrajectoryBatch,
+        dtype: torch.dtype,
+        previous: ODEModel | None,
+    ) -> ModelSpec:
+        """The specification of the model this fit trains (a continued one's, updated)."""
+        initial_times = batch.times[:, 0].copy()
+        solver = self._solver_settings()
+        layout = batch.grids.layout
+        if previous is not None:
+            field = self._field_spec(problem)
+            if field.architecture() != previous.spec.field.architecture() or (
+                self.augment_dim != previous.spec.n_augmented
+            ):
+                raise ValueError(
+                    "warm_start=True continues the fitted model, so its architecture "
+                    "(hidden_layer_sizes, activation, feature_map, augment_dim and the "
+                    "physics) must stay as fitted; set warm_start=False to fit a new one."
+                )
+            return replace(
+                previous.spec,
+                initial_times=initial_times,
+                solver=solver,
+                squeeze_states=layout.squeeze_states,
+                one_trajectory=layout.kind == "single",
+            )
+        return ModelSpec(
+            field=self._field_spec(problem),
+            n_states=problem.n_states,
+            n_augmented=int(self.augment_dim),
+            initial_times=initial_times,
+            scaling=problem.scaling,
+            solver=solver,
+            dtype=str(dtype).removeprefix("torch."),
+            squeeze_states=layout.squeeze_states,
+            one_trajectory=layout.kind == "single",
         )
 
-    def _continued_model(self, problem: TrainingProblem) -> ODEModel:
-        model = copy.deepcopy(self.module_).cpu()
+    def _describes(self, spec: ModelSpec) -> bool:
+        """Whether the constructor arguments describe the architecture of ``spec`` (as a
+        fit with them would build it); a loaded file must be consistent."""
+        field = spec.field
+        return (
+            type(field) is self._field_spec_type
+            and tuple(self.hidden_layer_sizes) == field.hidden_layer_sizes
+            and self.activation == field.activation
+            and self.feature_map is field.feature_map
+            and self.augment_dim == spec.n_augmented
+        )
+
+    def _new_model(self, spec: ModelSpec, problem: TrainingProblem) -> ODEModel:
+        model = ODEModel(spec)
+        initial = problem.smoothed_states[:, 0].detach().cpu().to(torch.float64)
+        augmented = initial.new_zeros(problem.n_traj, spec.n_augmented)
+        with torch.no_grad():
+            model.initial_states.copy_(torch.cat([initial, augmented], dim=1))
+        self._check_new_model(model, problem)
+        return model
+
+    @staticmethod
+    def _continued_model(previous: ODEModel, spec: ModelSpec, problem: TrainingProblem) -> ODEModel:
+        model = copy.deepcopy(previous).cpu()
+        model.spec = spec
         if model.initial_states.shape[0] != problem.n_traj:
             initial = problem.smoothed_states[:, 0].detach().cpu().to(model.initial_states.dtype)
-            augmented = initial.new_zeros(problem.n_traj, model.n_total_states - problem.n_states)
-            model.initial_states = nn.Parameter(torch.cat([initial, augmented], dim=1))
-        initial_times = problem.times[:, 0].detach().cpu().clone()  # a view pickles all times
-        model.initial_times = initial_times.to(model.initial_states.dtype)
+            augmented = initial.new_zeros(problem.n_traj, spec.n_augmented)
+            model.initial_states = torch.nn.Parameter(torch.cat([initial, augmented], dim=1))
         return model
 
     def _set_fitted_state(
         self,
         model: ODEModel,
-        problem: TrainingProblem,
-        batch: Any,
+        batch: TrajectoryBatch,
         report: TrainingReport,
         monitor: TrainingMonitor,
     ) -> None:
         """Set every fitted attribute at once, after training succeeded."""
-        initial_states = problem.scaling.unscale_states(
-            model.initial_states.detach().cpu().numpy()[:, : problem.n_states]
-        )
-        single = batch.grids.layout.kind == "single"
         history = monitor.history
         if self.warm_start and hasattr(self, "history_"):
             history = [*self.history_, *history]
         self.module_ = model
-        self._scaling_ = problem.scaling
-        self._squeeze_states_ = batch.grids.layout.squeeze_states
-        self.n_features_in_ = problem.n_states
-        self.n_trajectories_ = problem.n_traj
-        self.t0_ = float(batch.times[0, 0]) if single else batch.times[:, 0].copy()
-        self.y0_ = initial_states[0] if single else initial_states
         self.n_iter_ = report.n_iter
         self.loss_ = report.trajectory_loss
         self.history_ = history
         self.stage_results_ = report.results
+        self._record_data_facts(batch)
+        self._derive_fitted_attributes()
+
+    def _derive_fitted_attributes(self) -> None:
+        """The fitted attributes that follow from the model (after a fit or a load)."""
+        model, spec = self.module_, self.module_.spec
+        initial_states = spec.scaling.unscale_states(
+            model.initial_states.detach().cpu().numpy().astype(np.float64)[:, : spec.n_states]
+        )
+        self.n_features_in_ = spec.n_states
+        self.n_trajectories_ = spec.n_trajectories
+        self.t0_ = (
+            float(spec.initial_times[0]) if spec.one_trajectory else spec.initial_times.copy()
+        )
+        self.y0_ = initial_states[0] if spec.one_trajectory else initial_states
         self._after_fit()
 
     # ----------------------------------------------------------------------- predict
@@ -230,28 +318,29 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             self.module_ = self.module_.to(device)
         return self.module_
 
+    def _check_n_states(self, batch: TrajectoryBatch) -> None:
+        n_states = self.module_.n_states
+        if batch.n_states != n_states:
+            raise ValueError(
+                f"y has {batch.n_states} states but the model was fitted on {n_states}."
+            )
+
     def _initial_conditions(
         self, grids: TimeGrids, y0: Any
     ) -> tuple[np.ndarray, np.ndarray, TimeGrids]:
         """Scaled initial states, their times and the (possibly replicated) grids."""
-        model = self.module_
+        model = self._fitted_model()
+        spec = model.spec
         if y0 is None:
-            count = self.n_trajectories_
             scaled = model.initial_states.detach().cpu().numpy()
-            starts = np.atleast_1d(self.t0_).astype(float)
+            starts = spec.initial_times
         else:
-            states = validate_states(y0, self.n_features_in_, name="y0")
-            count = states.shape[0]
-            scaled = np.concatenate(
-                [self._scaling_.scale_states(states), np.zeros((count, self.augment_dim))], axis=1
-            )
+            states = validate_states(y0, spec.n_states, name="y0")
+            scaled = self._scaled_initial_states(states)
             starts = None
+        count = scaled.shape[0]
         if grids.layout.kind == "single" and count > 1:
-            grids = TimeGrids(
-                grids.sorted_times * count,
-                grids.orders * count,
-                replace(grids.layout, kind="shared", n_traj=count),
-            )
+            grids = grids.replicated(count)
         if grids.layout.n_traj != count:
             source = "y0" if y0 is not None else "the fitted initial states"
             raise ValueError(
@@ -260,15 +349,20 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             )
         if starts is None:
             starts = np.array([times[0] for times in grids.sorted_times])
-        layout = replace(grids.layout, squeeze_states=self._squeeze_states_)
+        layout = replace(grids.layout, squeeze_states=spec.squeeze_states)
         return scaled, starts, replace(grids, layout=layout)
 
+    def _scaled_initial_states(self, states: np.ndarray) -> np.ndarray:
+        """Physical initial states (n, n_states) as scaled states, augmented dims at zero."""
+        spec = self.module_.spec
+        scaled = spec.scaling.scale_states(states)
+        return np.concatenate([scaled, np.zeros((len(states), spec.n_augmented))], axis=1)
+
     def _integrate(
-        self, scaled: np.ndarray, starts: np.ndarray, grids: TimeGrids
+        self, scaled: np.ndarray, starts: np.ndarray, sorted_times: list[np.ndarray]
     ) -> list[np.ndarray]:
-        outputs = integrate(
-            self._fitted_model(), scaled, starts, grids.sorted_times, self._solver_settings()
-        )
+        model = self._fitted_model()
+        outputs = integrate(model, scaled, starts, sorted_times, model.spec.solver)
         if not all(np.all(np.isfinite(output)) for output in outputs):
             warnings.warn(
                 "Some predictions are not finite: the learned dynamics blow up or the solver "
@@ -278,8 +372,30 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             )
         return outputs
 
+    def _forecast(self, batch: TrajectoryBatch, sorted_times: list[np.ndarray]) -> list[np.ndarray]:
+        """Forecast the trajectories of ``batch`` at ``sorted_times`` (one ascending array
+        per trajectory, none before its first time): the one rule for which initial state.
+
+        One trajectory shown to a one-trajectory model is forecast from the fitted
+        initial state; otherwise each trajectory from its own first observed state (a
+        state not seen at the first time takes its first observed value).
+        """
+        model = self._fitted_model()
+        self._check_n_states(batch)
+        if batch.n_traj == 1 and model.spec.n_trajectories == 1:
+            scaled = model.initial_states.detach().cpu().numpy()
+            starts = model.spec.initial_times
+        else:
+            scaled = self._scaled_initial_states(batch.first_observed_states())
+            starts = batch.times[:, 0]
+        return self._integrate(scaled, starts, sorted_times)
+
     def predict(self, t: Any, y0: Any = None) -> Any:
         """Integrate the learned dynamics to the times ``t``.
+
+        The model is integrated with the solver settings of the fit (``solver``,
+        ``rtol``, ``atol``, ``step_size``, ``max_num_steps``, ``adjoint``): changing them
+        with ``set_params`` after a fit takes effect at the next fit.
 
         Parameters
         ----------
@@ -298,7 +414,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         self._fitted_model()
         grids = validate_times(t)
         scaled, starts, grids = self._initial_conditions(grids, y0)
-        return grids.restore_order(self._integrate(scaled, starts, grids))
+        return grids.restore_order(self._integrate(scaled, starts, grids.sorted_times))
 
     def score(self, t: Any, y: Any, sample_weight: Any = None) -> float:
         """Coefficient of determination R^2 of the forecast, averaged over states.
@@ -321,20 +437,15 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         limit_torch_threads_in_workers()
         self._fitted_model()
         batch = validate_trajectories(t, y)
-        if batch.n_states != self.n_features_in_:
-            raise ValueError(
-                f"y has {batch.n_states} states but the model was fitted on {self.n_features_in_}."
-            )
-        grids = batch.grids
-        single = grids.layout.kind == "single" and self.n_trajectories_ == 1
+        self._check_n_states(batch)
+        single = batch.grids.layout.kind == "single" and self.module_.spec.n_trajectories == 1
         n_samples = int(batch.lengths[0]) if single else batch.n_traj
         weights = validate_sample_weight(sample_weight, n_samples)
-        y0 = None if single else batch.first_observed_states()
-        scaled, starts, grids = self._initial_conditions(grids, y0)
-        predicted = self._integrate(scaled, starts, grids)
+        times = [batch.times[row, :length] for row, length in enumerate(batch.lengths)]
+        predicted = self._forecast(batch, times)
         observed = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
         if single:
-            weights = [weights[grids.orders[0]]]
+            weights = [weights[batch.grids.orders[0]]]
         return masked_r2_score(predicted, observed, list(weights))
 
     def vector_field(self, y: Any) -> np.ndarray:
@@ -349,13 +460,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         dydt : ndarray of the same shape as ``y``
         """
         model = self._fitted_model()
-        states = validate_states(y, self.n_features_in_, name="y")
-        parameter = next(model.parameters())
-        with torch.no_grad():
-            rates = model.physical_rates(
-                torch.as_tensor(states, dtype=parameter.dtype, device=parameter.device)
-            )
-        return rates.cpu().numpy().reshape(np.shape(y))
+        states = validate_states(y, model.n_states, name="y")
+        return model.physical_rates(states).reshape(np.shape(y))
 
     # ------------------------------------------------------------------- persistence
     def __getstate__(self) -> dict[str, Any]:

@@ -73,6 +73,14 @@ class TimeGrids:
             return restored
         return np.stack(restored)
 
+    def replicated(self, count: int) -> TimeGrids:
+        """The one grid of these times shared by ``count`` trajectories."""
+        return TimeGrids(
+            self.sorted_times * count,
+            self.orders * count,
+            replace(self.layout, kind="shared", n_traj=count),
+        )
+
 
 @dataclass(frozen=True)
 class TrajectoryBatch:
@@ -254,11 +262,7 @@ def _states_per_trajectory(
             arrays = [array[:, None] if squeeze else array]
         elif kind == "single" and array.ndim == 3:
             arrays, squeeze = list(array), False
-            grids = TimeGrids(
-                grids.sorted_times * len(arrays),
-                grids.orders * len(arrays),
-                Layout("shared", len(arrays)),
-            )
+            grids = grids.replicated(len(arrays))
             n_times = n_times * len(arrays)
         elif kind == "grids" and array.ndim in (2, 3):
             squeeze = array.ndim == 2

@@ -9,10 +9,16 @@ import torch
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; CUDA that is missing is an error."""
+def check_device_name(device: object) -> str:
+    """``device`` must be "auto", "cpu", "cuda" or "cuda:N" (whether or not CUDA exists)."""
     if not isinstance(device, str) or not _DEVICE_PATTERN.match(device):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.")
+    return device
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; CUDA that is missing is an error."""
+    check_device_name(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)

@@ -43,10 +43,7 @@ def warn_about_fit(report: TrainingReport, states: np.ndarray) -> None:
         )
     for result in report.results:
         if result.status == "diverged":
-            remedy = {
-                "collocation": "a smaller collocation_learning_rate",
-                "shooting": "a smaller shooting_learning_rate or a shorter segment_length",
-            }.get(result.stage, "polish=False")
+            remedy = result.remedy or "a smaller learning rate"
             warnings.warn(
                 f"Training diverged: {result.message}. Try {remedy}; if the solver "
                 "failed, a larger max_num_steps or a fixed-step solver such as "

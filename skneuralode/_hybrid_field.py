@@ -17,9 +17,9 @@ contribution, so that among the fits that explain the data the one where the phy
 explains the most is preferred. Its weight is tied to the estimated noise variance of the
 data (in scaled units): the penalty may cost about as much as the noise does, and no
 more, so the data fit comes first (the constraint form of APHYNITY, in the spirit of
-Morozov's discrepancy principle). :class:`PhysicsFirstStage` starts training with the
-physics alone, so the parameters begin at the minimal-norm split rather than having to
-crawl there along the flat valley the penalty only tilts.
+Morozov's discrepancy principle). The physics-first stage (``_training.physics_first``)
+starts training with the physics alone, so the parameters begin at the minimal-norm
+split rather than having to crawl there along the flat valley the penalty only tilts.
 
 Regularity. Along a few short, noisy trajectories the data pin the network's term down
 only weakly, least at the ends of the series, where the trajectories visit states seen
@@ -32,17 +32,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._collocation import CollocationStage
-from ._optimisation import StageResult
-from ._physical_parameters import PhysicalParameters
-from ._problem import Scaling, TrainingProblem
-from ._stage import StageContext, TrainingStage
-from ._vector_fields import NetworkInputs, ODEModel, StateScaling
+from ._physical_parameters import (
+    Constraint,
+    PhysicalParameters,
+    check_constraints,
+    check_parameter_mapping,
+)
+from ._scaling import Scaling
+from ._spec import FieldSpec, ModelSpec, check_finite, check_layer_sizes, mlp_parameter_count
+from ._vector_fields import (
+    ACTIVATIONS,
+    FeatureMap,
+    NetworkInputs,
+    check_feature_statistics,
+    multilayer_perceptron,
+)
 
 KnownPhysics = Callable[[torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 
@@ -92,19 +102,6 @@ class NetworkFeatures(nn.Module):
         return selected if self.featurizer is None else self.featurizer(selected)
 
 
-def subset_scaling(scaling: Scaling, state_indices: Sequence[int]) -> StateScaling:
-    """The scaling of some of the states only."""
-    indices = list(state_indices)
-    return StateScaling(
-        Scaling(
-            scaling.state_offset[indices],
-            scaling.state_scale[indices],
-            scaling.time_origin,
-            scaling.time_scale,
-        )
-    )
-
-
 class HybridField(nn.Module):
     """``dz/ds = (tau / scale) * known(t, y, p) + mask * NN(features(z))``, scaled units.
 
@@ -114,7 +111,7 @@ class HybridField(nn.Module):
         ``known(t, y, p)`` on physical torch tensors, ``y`` of shape (..., n_states) and
         ``t`` of shape ``y.shape[:-1]``; returns (..., n_states). None means no known part.
     parameters : PhysicalParameters
-    scaling : StateScaling
+    scaling : Scaling
     n_states : int
         Observed states (the rest of ``z`` are augmented dimensions).
     network : nn.Module or None
@@ -133,7 +130,7 @@ class HybridField(nn.Module):
         self,
         known: KnownPhysics | None,
         parameters: PhysicalParameters,
-        scaling: StateScaling,
+        scaling: Scaling,
         n_states: int,
         network: nn.Module | None,
         features: NetworkFeatures | None,
@@ -150,7 +147,6 @@ class HybridField(nn.Module):
         self.features = features
         self.register_buffer("output_mask", output_mask)
         self.masks_nothing = bool(output_mask.all())
-        self.register_buffer("rate_factor", scaling.time_scale / scaling.state_scale.clone())
         self.penalty_weight = float(penalty_weight)
         self.weight_decay = float(weight_decay)
         self.network_enabled = True
@@ -174,9 +170,9 @@ class HybridField(nn.Module):
         observed = z[..., : self.n_states]
         if self.known is None:
             return torch.zeros_like(observed)
-        states = self.scaling.to_physical_states(observed)
-        times = self.scaling.to_physical_times(torch.broadcast_to(t, observed.shape[:-1]))
-        return self.known(times, states, self.physical_parameters()) * self.rate_factor
+        states = self.scaling.unscale_states(observed)
+        times = self.scaling.unscale_times(torch.broadcast_to(t, observed.shape[:-1]))
+        return self.scaling.scale_rates(self.known(times, states, self.physical_parameters()))
 
     def network_rates(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Scaled rates of the network's term (zero off ``output_mask``), shape like ``z``."""
@@ -184,6 +180,14 @@ class HybridField(nn.Module):
             return torch.zeros_like(z)
         rates = self.network(self.features(z))
         return rates if self.masks_nothing else rates * self.output_mask
+
+    def rates_of_part(self, t: torch.Tensor, z: torch.Tensor, part: str) -> torch.Tensor:
+        """Scaled rates of one term, ``"known"`` or ``"network"``, shape (..., n_states)."""
+        if part == "known":
+            return self.known_rates(t, z)
+        if part == "network":
+            return self.network_rates(t, z)[..., : self.n_states]
+        raise ValueError(f"part must be 'known' or 'network', got {part!r}.")
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         rates = self.known_rates(t, z)
@@ -216,37 +220,6 @@ def squared_weights(network: nn.Module) -> torch.Tensor:
     )
 
 
-@dataclass
-class PhysicsFirstStage(TrainingStage):
-    """Collocation of the known part alone, the network switched off.
-
-    The physical parameters move first to where the physics explains the estimated
-    derivatives best (the least-squares projection of the data on the physics, which is
-    the minimal-norm split of APHYNITY in collocation form). The network's output layer
-    is then zeroed, so the model leaving this stage is the fitted physics alone; the
-    network grows from there on the residual, and the minimal-norm penalty keeps it
-    from taking over what the physics explains.
-
-    Parameters
-    ----------
-    collocation : CollocationStage
-        The regression to run (its ``name`` labels the history).
-    """
-
-    collocation: CollocationStage
-    name: str = "physics"
-
-    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
-        field = model.field
-        field.network_enabled = False
-        try:
-            result = self.collocation.run(problem, model, context)
-        finally:
-            field.network_enabled = True
-        field.silence_network()
-        return result
-
-
 def output_mask(
     network_outputs: Sequence[int], n_states: int, augment_dim: int, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -255,6 +228,135 @@ def output_mask(
     mask[list(network_outputs)] = 1.0
     mask[n_states:] = 1.0
     return torch.as_tensor(mask, dtype=dtype)
+
+
+@dataclass(frozen=True, eq=False)
+class HybridFieldSpec(FieldSpec):
+    """The field of :class:`UniversalODERegressor` as plain data.
+
+    Attributes
+    ----------
+    known : callable or None
+    params : dict of str to float
+        Learned physical parameters and their starting values (the learned values are
+        weights).
+    constraints : dict of str to "positive" or (low, high)
+    fixed : dict of str to float
+    network_outputs, network_inputs : tuple of int
+        States that get the network's term; states the network sees.
+    hidden_layer_sizes : tuple of int
+        ``()``: no network.
+    activation : str
+    feature_map : callable or None
+    feature_mean, feature_std : ndarray of shape (n_features,) or None
+        Statistics of ``feature_map`` on the seen states of the training data.
+    penalty_weight, weight_decay : float
+        Minimal-norm penalty and L2 weight decay of the network (scaled units).
+    """
+
+    known: KnownPhysics | None
+    params: dict[str, float]
+    constraints: dict[str, Constraint]
+    fixed: dict[str, float]
+    network_outputs: tuple[int, ...]
+    network_inputs: tuple[int, ...]
+    hidden_layer_sizes: tuple[int, ...]
+    activation: str
+    feature_map: FeatureMap | None = None
+    feature_mean: np.ndarray | None = None
+    feature_std: np.ndarray | None = None
+    penalty_weight: float = 0.0
+    weight_decay: float = 0.0
+
+    def has_network(self, spec: ModelSpec) -> bool:
+        return bool(self.hidden_layer_sizes) and bool(self.network_outputs or spec.n_augmented)
+
+    def _n_network_features(self, spec: ModelSpec) -> int:
+        seen = len(self.network_inputs)
+        if self.feature_mean is not None:
+            seen = int(self.feature_mean.shape[0])
+        return seen + spec.n_augmented
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        n_states, n_total = spec.n_states, spec.n_total_states
+        features, network = None, None
+        if self.has_network(spec):
+            featurizer = None
+            if self.feature_map is not None:
+                featurizer = NetworkInputs(
+                    spec.scaling.subset(self.network_inputs),
+                    self.feature_map,
+                    self.feature_mean,
+                    self.feature_std,
+                )
+            features = NetworkFeatures(self.network_inputs, n_states, n_total, featurizer)
+            network = multilayer_perceptron(
+                features.n_features, self.hidden_layer_sizes, n_total, self.activation
+            )
+        return HybridField(
+            self.known,
+            PhysicalParameters(self.params, self.constraints, self.fixed),
+            spec.scaling,
+            n_states,
+            network,
+            features,
+            output_mask(self.network_outputs, n_states, spec.n_augmented, torch.float64),
+            self.penalty_weight,
+            self.weight_decay,
+        )
+
+    def check(self, spec: ModelSpec) -> None:
+        if self.known is not None and not callable(self.known):
+            raise ValueError("known must be callable.")
+        params = check_parameter_mapping(self.params, "params")
+        fixed = check_parameter_mapping(self.fixed, "fixed_params")
+        if set(params) & set(fixed):
+            raise ValueError("params and fixed_params share names.")
+        if self.known is None and (params or fixed):
+            raise ValueError("params and fixed_params are passed to known, but known is None.")
+        check_constraints(self.constraints, params)
+        for name in ("network_outputs", "network_inputs"):
+            indices = getattr(self, name)
+            if not isinstance(indices, tuple) or check_state_indices(
+                indices, spec.n_states, name
+            ) != tuple(indices):
+                raise ValueError(f"{name} must be a sorted tuple of distinct state indices.")
+        check_layer_sizes(self.hidden_layer_sizes)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}.")
+        n_features = check_feature_statistics(
+            self.feature_map, self.feature_mean, self.feature_std, "field"
+        )
+        if self.has_network(spec) and not (n_features or self.network_inputs or spec.n_augmented):
+            raise ValueError("network_inputs is empty: the network would see nothing.")
+        if spec.n_augmented and not self.hidden_layer_sizes:
+            raise ValueError("augment_dim > 0 needs a network (non-empty hidden_layer_sizes).")
+        check_finite(self.penalty_weight, "network_penalty")
+        check_finite(self.weight_decay, "network_weight_decay")
+        if self.penalty_weight < 0 or self.weight_decay < 0:
+            raise ValueError("network_penalty and network_weight_decay must be >= 0.")
+
+    def n_parameters(self, spec: ModelSpec) -> int:
+        count = 5 * len(self.params) + len(self.fixed) + spec.n_total_states
+        if self.has_network(spec):
+            count += len(self.network_inputs) + mlp_parameter_count(
+                self._n_network_features(spec), self.hidden_layer_sizes, spec.n_total_states
+            )
+            if self.feature_mean is not None:
+                count += 2 * int(self.feature_mean.shape[0])
+        return count
+
+    def architecture(self) -> tuple[Any, ...]:
+        return (
+            self.known,
+            tuple(self.params),
+            dict(self.constraints),
+            self.network_outputs,
+            self.network_inputs,
+            self.hidden_layer_sizes,
+            self.activation,
+            self.feature_map,
+        )
 
 
 # ------------------------------------------------------------------------- validation
@@ -286,8 +388,8 @@ def check_known_output(
     """Call ``known`` at the initial states; it must return finite (n_traj, n_states)."""
     if field.known is None:
         return
-    states = field.scaling.to_physical_states(scaled_states)
-    physical_times = field.scaling.to_physical_times(times)
+    states = field.scaling.unscale_states(scaled_states)
+    physical_times = field.scaling.unscale_times(times)
     with torch.no_grad():
         try:
             rates = field.known(physical_times, states, field.physical_parameters())

@@ -1,30 +1,33 @@
-"""A safe file format for fitted estimators: JSON configuration plus tensor-only weights.
+"""A safe file format for fitted estimators: JSON description plus tensor-only weights.
 
 Pickle (``joblib.dump``, ``pickle.dump``) runs code when a file is loaded, so a pickled
-model is only as trustworthy as its sender. The format here never unpickles anything:
+model is only as trustworthy as its sender. The format here never unpickles anything and
+never runs code the caller did not allow:
 
 - the file is a zip archive of two members: ``skneuralode.json`` (format version,
-  estimator class, constructor arguments, fitted attributes, the torch module's plain
-  attributes) and ``weights.pt`` (the module's ``state_dict``, read back with
-  ``torch.load(weights_only=True)``, which only rebuilds tensors);
-- values are written with explicit type tags and read back by a decoder that builds only
-  plain data, numpy arrays of numeric dtypes and a fixed list of skneuralode records;
-- callables (``known``, ``feature_map``, callbacks) and estimator classes outside
-  skneuralode are stored by import path (``"package.module:function"``) and imported
-  only when the caller allows it (``allow_imports``), because importing runs code;
-- the torch module is rebuilt from the constructor arguments by the estimator's own
-  ``_new_model`` (from a data-free skeleton of the training problem) and then takes the
-  stored weights, so the format works for every :class:`BaseODERegressor` subclass.
+  estimator class, constructor arguments, the model's data-free specification and the
+  fitted attributes that are not derived from the model) and ``weights.pt`` (the
+  module's ``state_dict``, read back with ``torch.load(weights_only=True)``);
+- values are decoded by :mod:`~skneuralode._codec`, which builds only plain data, numeric
+  arrays and a fixed list of records, and trusts callables as objects defined in an
+  allowed module, never as strings;
+- the constructor arguments pass the same validation as ``fit``; the specification is
+  checked against the library's bounds, and its parameter count against the size of the
+  stored weights, *before* the model is built, so a small file cannot make the loader
+  allocate much more than it holds;
+- the model is rebuilt from the specification by the same constructor ``fit`` uses
+  (:class:`~skneuralode._vector_fields.ODEModel`), without calling any user code, and
+  takes the stored weights, whose names and shapes must match exactly;
+- only the fitted attributes an estimator class declares are read; the others
+  (``y0_``, ``t0_``, ``params_``...) are derived from the model again.
 
-Format versions: a reader accepts every version up to :data:`FORMAT_VERSION`; a file
-from a newer version is refused with a clear error. Constructor arguments that an older
-file lacks take their defaults, so later (patch) releases keep loading older files.
+Format versions: a reader accepts every version up to :data:`FORMAT_VERSION` (version 1
+files are migrated by :mod:`~skneuralode._format1`); a newer file is refused clearly.
+Constructor arguments that an older file lacks take their defaults.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import io
 import json
 import os
@@ -32,112 +35,56 @@ import pickle
 import uuid
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._base import BaseODERegressor
-from ._optimisation import StageResult
-from ._problem import Scaling, TrainingProblem
+from ._codec import Decoder, ImportPolicy, Unstorable, collect_imports, encode, import_path
+from ._device import check_device_name
+from ._hybrid_field import HybridFieldSpec
+from ._scaling import Scaling
+from ._solve import SolverSettings
+from ._spec import ModelSpec
 from ._threads import seeded_global_rng
+from ._training import StageResult
+from ._vector_fields import NeuralFieldSpec, ODEModel
 
 FORMAT_NAME = "skneuralode-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_MEMBER = "skneuralode.json"
 WEIGHTS_MEMBER = "weights.pt"
-_MAX_CONFIG_BYTES = 256 * 2**20
+MAX_CONFIG_BYTES = 64 * 2**20
+_WEIGHTS_OVERHEAD_BYTES = 2**16  # torch.save's zip structure, per file ...
+_TENSOR_OVERHEAD_BYTES = 2**11  # ... and per tensor
+_MAX_WEIGHT_TENSORS = 100_000
 
 # The only records the decoder builds besides plain data (name in the file -> class).
-_RECORDS: dict[str, type] = {"Scaling": Scaling, "StageResult": StageResult}
-_ARRAY_DTYPES = frozenset(
-    {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
-    | {"float16", "float32", "float64"}
-)
-_TORCH_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
+RECORDS: dict[str, type] = {
+    record.__name__: record
+    for record in (
+        ModelSpec,
+        Scaling,
+        SolverSettings,
+        NeuralFieldSpec,
+        HybridFieldSpec,
+        StageResult,
+    )
+}
 # Constructor arguments that only matter while training: dropped (with a warning) when
 # they cannot be stored, instead of refusing to save.
 _TRAINING_ONLY = frozenset({"callbacks"})
 
 
-class _Unstorable(ValueError):
-    """A value the format cannot represent without pickle."""
-
-
-# ------------------------------------------------------------------------- encoding
-def import_path(obj: Any) -> str:
-    """``"module:qualified.name"`` under which ``obj`` can be imported back.
-
-    Raises
-    ------
-    ValueError
-        If importing that path does not give ``obj`` back (lambdas, closures, objects
-        defined inside functions, instances of callable classes).
-    """
-    module = getattr(obj, "__module__", None)
-    names = [getattr(obj, "__qualname__", None), getattr(obj, "__name__", None)]
-    candidates = [f"{module}:{name}" for name in names if module and name and "<" not in name]
-    for path in dict.fromkeys(candidates):  # e.g. torch.sin: its __qualname__ is internal
-        try:
-            if _resolve(path) is obj:
-                return path
-        except (ImportError, AttributeError):
-            continue
-    raise _Unstorable(
-        f"{obj!r} cannot be imported back by name (a lambda, a closure, an instance or "
-        "an object defined inside a function); define it as a function at module level"
-    )
-
-
-def _encode(value: Any) -> Any:
-    """A JSON value with type tags; every JSON object is ``{tag: payload}``."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, np.generic):
-        return value
-    if isinstance(value, np.generic):
-        return _encode(value.item())
-    if isinstance(value, np.ndarray):
-        if value.dtype.name not in _ARRAY_DTYPES:
-            raise _Unstorable(f"arrays of dtype {value.dtype} cannot be stored")
-        return {
-            "__ndarray__": {
-                "dtype": value.dtype.name,
-                "shape": list(value.shape),
-                "data": value.ravel().tolist(),
-            }
-        }
-    if isinstance(value, np.random.RandomState):
-        return {"__random_state__": [_encode(part) for part in value.get_state()]}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        name = type(value).__name__
-        if _RECORDS.get(name) is not type(value):
-            raise _Unstorable(f"{type(value).__name__} objects cannot be stored")
-        fields = {
-            field.name: _encode(getattr(value, field.name)) for field in dataclasses.fields(value)
-        }
-        return {"__record__": {"type": name, "fields": fields}}
-    if isinstance(value, Mapping):
-        if not all(isinstance(key, str) for key in value):
-            raise _Unstorable("mappings with keys that are not strings cannot be stored")
-        return {"__dict__": {key: _encode(item) for key, item in value.items()}}
-    if isinstance(value, tuple):
-        return {"__tuple__": [_encode(item) for item in value]}
-    if isinstance(value, list):
-        return [_encode(item) for item in value]
-    if callable(value):
-        return {"__import__": import_path(value)}
-    raise _Unstorable(f"{type(value).__name__} objects cannot be stored")
-
-
-def _encode_params(estimator: BaseODERegressor) -> dict[str, Any]:
+# ------------------------------------------------------------------------- writing
+def _encode_params(estimator: Any) -> dict[str, Any]:
     params = {}
     for name, value in estimator.get_params(deep=False).items():
         try:
-            params[name] = _encode(value)
-        except _Unstorable as error:
+            params[name] = encode(value, RECORDS)
+        except Unstorable as error:
             if name in _TRAINING_ONLY:
                 warnings.warn(
                     f"{name} not saved ({error}); set it again before training further.",
@@ -153,47 +100,33 @@ def _encode_params(estimator: BaseODERegressor) -> dict[str, Any]:
     return params
 
 
-def _fitted_attributes(estimator: BaseODERegressor) -> dict[str, Any]:
-    """Fitted attributes (names ending in ``_``) except the torch module."""
-    encoded, skipped = {}, []
-    for name, value in vars(estimator).items():
-        if not name.endswith("_") or name.startswith("__") or name == "module_":
-            continue
-        try:
-            encoded[name] = _encode(value)
-        except _Unstorable:
-            skipped.append(name)
+def _encode_fitted(estimator: Any) -> dict[str, Any]:
+    cls = type(estimator)
+    kept = cls._recorded_attributes | cls._derived_attributes
+    skipped = sorted(
+        name
+        for name in vars(estimator)
+        if name.endswith("_") and not name.startswith("__") and name not in kept
+    )
     if skipped:
         warnings.warn(
-            f"Fitted attributes {skipped} hold objects the safe format cannot store and are "
-            "not saved (recompute them after loading, or use joblib.dump).",
+            f"Fitted attributes {skipped} are not saved (recompute them after loading).",
             UserWarning,
             stacklevel=4,
         )
-    return encoded
-
-
-def _module_attributes(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
-    """Plain (int, float, bool, str, None) attributes of every submodule, by module path.
-
-    Some settings live outside ``state_dict`` (e.g. the time scaling as Python floats);
-    they are restored exactly after the module is rebuilt.
-    """
-    attributes: dict[str, dict[str, Any]] = {}
-    for path, submodule in module.named_modules():
-        plain = {
-            name: value
-            for name, value in vars(submodule).items()
-            if not name.startswith("_")
-            and name != "training"
-            and (value is None or type(value) in (bool, int, float, str))
+    try:
+        attributes = {
+            name: encode(getattr(estimator, name), RECORDS)
+            for name in sorted(cls._recorded_attributes)
+            if hasattr(estimator, name)
         }
-        if plain:
-            attributes[path] = plain
-    return attributes
+        spec = encode(estimator.module_.spec, RECORDS)
+    except Unstorable as error:
+        raise ValueError(f"Cannot save {cls.__name__}: {error}.") from None
+    return {"spec": spec, "attributes": attributes}
 
 
-def save_estimator(estimator: BaseODERegressor, path: str | os.PathLike[str]) -> None:
+def save_estimator(estimator: Any, path: str | os.PathLike[str]) -> None:
     """Write ``estimator`` to ``path`` in the safe format (see the module docstring)."""
     from . import __version__
 
@@ -205,21 +138,18 @@ def save_estimator(estimator: BaseODERegressor, path: str | os.PathLike[str]) ->
         "torch_version": torch.__version__,
         "estimator": _class_path(type(estimator)),
         "params": _encode_params(estimator),
-        "fitted": _fitted_attributes(estimator) if fitted else None,
-        "module": None,
+        "fitted": _encode_fitted(estimator) if fitted else None,
     }
     weights = b""
     if fitted:
-        module = estimator.module_
-        # clone: a view would store its whole storage (e.g. all training times)
-        state = {name: t.detach().cpu().clone() for name, t in module.state_dict().items()}
+        # clone: a view would store its whole storage
+        state = {
+            name: tensor.detach().cpu().clone()
+            for name, tensor in estimator.module_.state_dict().items()
+        }
         buffer = io.BytesIO()
         torch.save(state, buffer)
         weights = buffer.getvalue()
-        config["module"] = {
-            "dtype": str(module.initial_states.dtype).removeprefix("torch."),
-            "attributes": _module_attributes(module),
-        }
     text = json.dumps(config, allow_nan=True, separators=(",", ":"))
     target = Path(path)
     # A fresh file next to the target (mode 0o666 less the umask, unlike mkstemp's 0o600),
@@ -237,22 +167,6 @@ def save_estimator(estimator: BaseODERegressor, path: str | os.PathLike[str]) ->
         raise
 
 
-def _class_path(cls: type) -> str:
-    if _own_estimator_classes().get(f"{cls.__module__}:{cls.__qualname__}") is cls:
-        return f"{cls.__module__}:{cls.__qualname__}"
-    return import_path(cls)
-
-
-# ------------------------------------------------------------------------- decoding
-def _resolve(path: str) -> Any:
-    """Import ``"module:qualified.name"`` and return the object."""
-    module_name, _, qualname = path.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def _own_estimator_classes() -> dict[str, type]:
     """skneuralode's public estimators by import path: loadable without permission."""
     from . import NeuralODERegressor, UniversalODERegressor
@@ -263,142 +177,61 @@ def _own_estimator_classes() -> dict[str, type]:
     }
 
 
-class _Decoder:
-    """Turns the tagged JSON back into values, importing only what is allowed."""
-
-    def __init__(self, allow_imports: bool | Iterable[str]) -> None:
-        if isinstance(allow_imports, str):
-            allow_imports = [allow_imports]
-        self.allow_all = allow_imports is True
-        self.allowed = () if isinstance(allow_imports, bool) else tuple(allow_imports)
-
-    def is_allowed(self, path: str) -> bool:
-        if self.allow_all:
-            return True
-        dotted = path.replace(":", ".")
-        return any(dotted == entry or dotted.startswith(entry + ".") for entry in self.allowed)
-
-    def check_imports(self, paths: dict[str, str]) -> None:
-        """Refuse, naming every path the caller has not allowed, before importing any."""
-        refused = {where: path for where, path in paths.items() if not self.is_allowed(path)}
-        if refused:
-            listed = ", ".join(f"{where} -> {path!r}" for where, path in refused.items())
-            names = sorted({path.replace(":", ".") for path in refused.values()})
-            raise ValueError(
-                f"This model file refers to code by import path ({listed}). Importing runs "
-                "that module's code, so it is done only if you trust the file and allow it: "
-                f"skneuralode.load(path, allow_imports={names!r})."
-            )
-
-    def decode(self, value: Any, where: str) -> Any:
-        if value is None or isinstance(value, (bool, int, float, str)):
-            return value
-        if isinstance(value, list):
-            return [self.decode(item, f"{where}[{i}]") for i, item in enumerate(value)]
-        if not isinstance(value, dict) or len(value) != 1:
-            raise ValueError(f"Malformed model file: unexpected value at {where}.")
-        ((tag, payload),) = value.items()
-        if tag == "__dict__" and isinstance(payload, dict):
-            return {key: self.decode(item, f"{where}[{key!r}]") for key, item in payload.items()}
-        if tag == "__tuple__" and isinstance(payload, list):
-            return tuple(self.decode(item, f"{where}[{i}]") for i, item in enumerate(payload))
-        if tag == "__ndarray__" and isinstance(payload, dict):
-            return _decode_array(payload, where)
-        if tag == "__record__" and isinstance(payload, dict):
-            record = _RECORDS.get(payload.get("type"))  # type: ignore[arg-type]
-            fields = payload.get("fields")
-            if record is None or not isinstance(fields, dict):
-                raise ValueError(f"Malformed model file: unknown record at {where}.")
-            decoded = {name: self.decode(item, f"{where}.{name}") for name, item in fields.items()}
-            try:
-                return record(**decoded)
-            except TypeError as error:
-                raise ValueError(
-                    f"Malformed model file: bad record at {where} ({error})."
-                ) from None
-        if tag == "__random_state__" and isinstance(payload, list):
-            state = tuple(self.decode(item, where) for item in payload)
-            generator = np.random.RandomState()
-            try:
-                generator.set_state(state)
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"Malformed model file: bad random state at {where}.") from error
-            return generator
-        if tag == "__import__" and isinstance(payload, str):
-            return self.resolve(payload, where)
-        raise ValueError(f"Malformed model file: unknown tag {tag!r} at {where}.")
-
-    def resolve(self, path: str, where: str) -> Any:
-        if not self.is_allowed(path):  # check_imports ran first; this is a second guard
-            self.check_imports({where: path})
-        try:
-            return _resolve(path)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ValueError(
-                f"The model file's {where} refers to {path!r}, which cannot be imported "
-                f"here ({type(error).__name__}: {error})."
-            ) from error
+def _class_path(cls: type) -> str:
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    if _own_estimator_classes().get(path) is cls:
+        return path
+    return import_path(cls)
 
 
-def _decode_array(payload: dict[str, Any], where: str) -> np.ndarray:
-    dtype, shape, data = payload.get("dtype"), payload.get("shape"), payload.get("data")
-    if (
-        dtype not in _ARRAY_DTYPES
-        or not isinstance(shape, list)
-        or not all(isinstance(size, int) and size >= 0 for size in shape)
-        or not isinstance(data, list)
-        or len(data) != int(np.prod(shape, dtype=np.int64))
-    ):
-        raise ValueError(f"Malformed model file: bad array at {where}.")
-    try:
-        return np.array(data, dtype=dtype).reshape(shape)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"Malformed model file: bad array at {where}.") from error
-
-
-def _collect_imports(value: Any, where: str, found: dict[str, str]) -> None:
-    """Every ``__import__`` path inside ``value``, keyed by where it appears."""
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            _collect_imports(item, f"{where}[{i}]", found)
-    elif isinstance(value, dict):
-        if set(value) == {"__import__"} and isinstance(value["__import__"], str):
-            found[where] = value["__import__"]
-            return
-        for key, item in value.items():
-            _collect_imports(item, where if key.startswith("__") else f"{where}[{key!r}]", found)
-
-
-def _read_archive(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bytes | None]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = {info.filename: info for info in archive.infolist()}
-            if CONFIG_MEMBER not in members or set(members) - {CONFIG_MEMBER, WEIGHTS_MEMBER}:
-                raise ValueError(f"{os.fspath(path)!r} is not a skneuralode model file.")
-            if members[CONFIG_MEMBER].file_size > _MAX_CONFIG_BYTES:
-                raise ValueError("Malformed model file: the configuration is implausibly large.")
-            text = archive.read(CONFIG_MEMBER)
-            weights = archive.read(WEIGHTS_MEMBER) if WEIGHTS_MEMBER in members else None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, UnicodeDecodeError) as error:
+# ------------------------------------------------------------------------- reading
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str) -> bytes:
+    """A member's bytes, never more than ``limit`` of them (a lying header is caught)."""
+    if info.file_size > limit:
         raise ValueError(
-            f"{os.fspath(path)!r} is not a valid skneuralode model file ({error})."
-        ) from None
+            f"Malformed model file: the {what} declare {info.file_size} bytes, more than the "
+            f"{limit} the model description allows."
+        )
+    with archive.open(info) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"Malformed model file: the {what} are larger than declared.")
+    return data
+
+
+def _open_archive(path: str | os.PathLike[str]) -> tuple[zipfile.ZipFile, dict[str, Any]]:
+    name = os.fspath(path)
     try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
+        raise ValueError(f"{name!r} is not a valid skneuralode model file ({error}).") from None
+    members = {info.filename: info for info in archive.infolist()}
+    if CONFIG_MEMBER not in members or set(members) - {CONFIG_MEMBER, WEIGHTS_MEMBER}:
+        archive.close()
+        raise ValueError(f"{name!r} is not a skneuralode model file.")
+    try:
+        text = _read_member(archive, members[CONFIG_MEMBER], MAX_CONFIG_BYTES, "configuration")
         config = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(
-            f"Malformed model file: the configuration is not JSON ({error})."
-        ) from None
+    except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        archive.close()
+        raise ValueError(f"Malformed model file: unreadable configuration ({error}).") from None
+    except RecursionError:
+        archive.close()
+        raise ValueError("Malformed model file: the configuration is nested too deeply.") from None
+    except BaseException:
+        archive.close()
+        raise
     if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
-        raise ValueError(f"{os.fspath(path)!r} is not a skneuralode model file.")
-    return config, weights
+        archive.close()
+        raise ValueError(f"{name!r} is not a skneuralode model file.")
+    return archive, config
 
 
-def _check_version(config: dict[str, Any]) -> None:
+def _check_version(config: dict[str, Any]) -> int:
     from . import __version__
 
     version = config.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if type(version) is not int or version < 1:
         raise ValueError(f"Malformed model file: format_version {version!r}.")
     if version > FORMAT_VERSION:
         raise ValueError(
@@ -406,9 +239,29 @@ def _check_version(config: dict[str, Any]) -> None:
             f"{config.get('skneuralode_version', '?')}); skneuralode {__version__} reads "
             f"format versions up to {FORMAT_VERSION}. Upgrade skneuralode to load it."
         )
+    return version
 
 
-def _read_weights(data: bytes) -> dict[str, torch.Tensor]:
+def read_weights(archive: zipfile.ZipFile, limit: int) -> dict[str, torch.Tensor]:
+    """The stored tensors, at most ``limit`` bytes of them, without unpickling anything."""
+    info = next((i for i in archive.infolist() if i.filename == WEIGHTS_MEMBER), None)
+    if info is None:
+        raise ValueError("Malformed model file: fitted attributes without weights.")
+    try:
+        data = _read_member(archive, info, limit, "weights")
+        inner = zipfile.ZipFile(io.BytesIO(data))  # torch.save's own zip: stored records
+        records = inner.infolist()
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as error:
+        raise ValueError(
+            f"The model file's weights could not be read; the file is damaged or was "
+            f"tampered with ({error})."
+        ) from None
+    if (
+        len(records) > _MAX_WEIGHT_TENSORS
+        or any(record.compress_type != zipfile.ZIP_STORED for record in records)
+        or sum(record.file_size for record in records) > len(data)
+    ):
+        raise ValueError("Malformed model file: the weights were tampered with.")
     try:
         with warnings.catch_warnings():  # torch's remarks on odd pickles: noise here
             warnings.simplefilter("ignore", UserWarning)
@@ -425,86 +278,101 @@ def _read_weights(data: bytes) -> dict[str, torch.Tensor]:
     return state
 
 
-def _skeleton_problem(
-    initial_states: torch.Tensor, initial_times: torch.Tensor, scaling: Scaling
-) -> TrainingProblem:
-    """A data-free stand-in for the training problem with the fitted shapes and scaling.
-
-    ``_new_model`` reads shapes, scaling and reference states from the problem; every
-    learned value is then overwritten by the stored weights.
-    """
-    n_traj, n_states = initial_states.shape
-    times = torch.stack([initial_times, initial_times + 1.0], dim=1)  # (n_traj, 2)
-    states = initial_states[:, None, :].expand(n_traj, 2, n_states).clone()
-    ones = torch.ones_like(states)
-    return TrainingProblem(
-        times=times,
-        observations=states,
-        observed=ones,
-        smoothed_states=states,
-        smoothed_derivatives=torch.zeros_like(states),
-        smoothing_weight=ones,
-        lengths=np.full(n_traj, 2),
-        shared_grid=bool(torch.all(times == times[:1])),
-        noise_variance=0.0,
-        scaling=scaling,
-    )
+def weights_limit(spec: ModelSpec) -> int:
+    """Most bytes the weights of ``spec`` can take in a file."""
+    n_tensors = 4 * (len(getattr(spec.field, "hidden_layer_sizes", ())) + 8)
+    return 8 * spec.n_parameters() + _TENSOR_OVERHEAD_BYTES * n_tensors + _WEIGHTS_OVERHEAD_BYTES
 
 
-def _rebuild_module(
-    estimator: BaseODERegressor, state: dict[str, torch.Tensor], module_config: Any
-) -> torch.nn.Module:
-    if not isinstance(module_config, dict) or module_config.get("dtype") not in _TORCH_DTYPES:
-        raise ValueError("Malformed model file: bad module description.")
-    attributes = module_config.get("attributes")
-    scaling = getattr(estimator, "_scaling_", None)
-    n_states = getattr(estimator, "n_features_in_", None)
-    if (
-        not isinstance(scaling, Scaling)
-        or not isinstance(n_states, int)
-        or not isinstance(attributes, dict)
+def build_model(spec: ModelSpec, state: dict[str, torch.Tensor]) -> ODEModel:
+    """The model of ``spec`` with the stored weights (names and shapes must match)."""
+    with seeded_global_rng(0):  # every learned value is overwritten below
+        model = ODEModel(spec)
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(
+        tuple(state[name].shape) != tuple(tensor.shape) for name, tensor in expected.items()
     ):
-        raise ValueError("Malformed model file: fitted attributes are missing.")
-    if "initial_states" not in state or "initial_times" not in state:
-        raise ValueError("Malformed model file: the weights lack the initial states.")
-    skeleton = _skeleton_problem(
-        state["initial_states"][:, :n_states].to(torch.float64),
-        state["initial_times"].to(torch.float64),
-        scaling,
-    )
-    try:
-        with seeded_global_rng(0):  # every learned value is overwritten below
-            model = estimator._new_model(skeleton)
-        model = model.to(dtype=_TORCH_DTYPES[module_config["dtype"]])
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as error:
         raise ValueError(
-            f"The stored weights do not fit the {type(estimator).__name__} its arguments "
-            f"describe; the file is damaged or tampered with ({error})."
-        ) from None
-    for path, values in attributes.items():
-        try:
-            submodule = model.get_submodule(path)
-        except AttributeError:
-            raise ValueError(f"Malformed model file: no submodule {path!r}.") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"Malformed model file: bad attributes of {path!r}.")
-        for name, value in values.items():
-            if not hasattr(submodule, name) or not (
-                value is None or type(value) in (bool, int, float, str)
-            ):
-                raise ValueError(f"Malformed model file: bad attribute {path}.{name}.")
-            setattr(submodule, name, value)
+            "The stored weights do not fit the model the file describes; the file is damaged "
+            "or was tampered with."
+        )
+    if not all(
+        bool(torch.isfinite(tensor).all())
+        for tensor in state.values()
+        if tensor.is_floating_point()
+    ):
+        raise ValueError("Malformed model file: the weights hold NaN or inf.")
+    model.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in state.items()})
     return model
 
 
-def load(
-    path: str | os.PathLike[str], *, allow_imports: bool | str | Iterable[str] = ()
-) -> BaseODERegressor:
+def _estimator_class(class_path: Any, policy: ImportPolicy) -> type:
+    if not isinstance(class_path, str):
+        raise ValueError("Malformed model file: no estimator description.")
+    cls = _own_estimator_classes().get(class_path)
+    if cls is None:
+        cls = policy.resolve(class_path, "the estimator class")
+        if not (isinstance(cls, type) and getattr(cls, "_skneuralode_estimator", False) is True):
+            raise ValueError(f"{class_path!r} is not a skneuralode estimator class.")
+    return cls
+
+
+def _validated_estimator(cls: type, arguments: dict[str, Any]) -> Any:
+    """``cls(**arguments)`` after the checks ``fit`` makes of its arguments."""
+    unknown = sorted(set(arguments) - set(cls().get_params(deep=False)))
+    if unknown:
+        raise ValueError(
+            f"The model file sets {unknown}, which {cls.__name__} of this skneuralode version "
+            "does not have; load it with the version that wrote it."
+        )
+    estimator = cls(**arguments)
+    try:
+        estimator._check_arguments()
+        check_device_name(estimator.device)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"The model file's settings are invalid: {error}") from None
+    return estimator
+
+
+def _set_recorded_attributes(estimator: Any, attributes: Any, decoder: Decoder) -> None:
+    if not isinstance(attributes, dict):
+        raise ValueError("Malformed model file: bad fitted attributes.")
+    allowed = type(estimator)._recorded_attributes
+    for name, value in attributes.items():
+        if name not in allowed:
+            raise ValueError(f"Malformed model file: {name!r} is not a fitted attribute.")
+        decoded = decoder.decode(value, name)
+        check_recorded_attribute(name, decoded)
+        setattr(estimator, name, decoded)
+
+
+def check_recorded_attribute(name: str, value: Any) -> None:
+    """Fitted attributes a file stores must have the types a fit gives them."""
+    valid = {
+        "n_iter_": type(value) is int and value >= 0,
+        "loss_": isinstance(value, float),
+        "history_": isinstance(value, list)
+        and all(
+            isinstance(record, dict)
+            and all(type(item) in (str, int, float) for item in record.values())
+            for record in value
+        ),
+        "stage_results_": isinstance(value, list)
+        and all(isinstance(result, StageResult) for result in value),
+    }.get(name)
+    if valid is None:  # a subclass's own: plain finite float arrays only
+        valid = isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        valid = valid and bool(np.all(np.isfinite(value)))
+    if not valid:
+        raise ValueError(f"Malformed model file: bad value of {name}.")
+
+
+def load(path: str | os.PathLike[str], *, allow_imports: bool | str | Iterable[str] = ()) -> Any:
     """Load an estimator saved with :meth:`~skneuralode.NeuralODERegressor.save`.
 
-    Loading never unpickles and never imports anything the caller did not allow; a
-    damaged or tampered file raises ``ValueError``.
+    Loading never unpickles, never calls the model's own functions and never imports
+    anything the caller did not allow; a damaged, tampered or implausible file raises
+    ``ValueError`` before anything large is allocated.
 
     Parameters
     ----------
@@ -513,22 +381,24 @@ def load(
     allow_imports : bool, str or iterable of str, default=()
         Code the file may import: its ``known``, ``feature_map`` and callbacks (and an
         estimator class outside skneuralode) are stored by import path, and importing
-        runs the module's code. Give the dotted paths (or package prefixes, e.g.
-        ``["mylab.physics"]``) you trust, or True to allow any. By default nothing is
-        imported, and a file that needs an import is refused with the list of paths.
+        runs the module's code. Give the modules you trust (e.g. ``["mylab.physics"]``,
+        which also trusts its submodules) or single objects (``["mylab.physics.spring"]``),
+        or True to allow any. Only functions and classes *defined* in a trusted module
+        load, never what it imports from elsewhere. By default nothing is imported, and a
+        file that needs an import is refused with the list of what to allow.
 
     Returns
     -------
-    estimator : NeuralODERegressor, UniversalODERegressor or another BaseODERegressor
+    estimator : NeuralODERegressor, UniversalODERegressor or another skneuralode estimator
         Fitted if it was fitted when saved; it predicts on the CPU when the saving
         device (e.g. CUDA) is not available here.
 
     Raises
     ------
     ValueError
-        If the file is not a skneuralode model, is damaged or tampered with, needs an
-        import that was not allowed, or has a format version newer than this release
-        reads.
+        If the file is not a skneuralode model, is damaged or tampered with, describes
+        settings or sizes a fit would refuse, needs an import that was not allowed, or
+        has a format version newer than this release reads.
 
     See Also
     --------
@@ -545,50 +415,60 @@ def load(
     >>> skneuralode.load(path).predict(np.array([0.0, 1.0])).shape
     (2,)
     """
+    policy = ImportPolicy(allow_imports)
+    archive, config = _open_archive(path)
     try:
-        return _load(path, allow_imports)
+        with archive:
+            return _load(archive, config, policy)
     except RecursionError:  # absurdly nested JSON
         raise ValueError("Malformed model file: the configuration is nested too deeply.") from None
+    except (OverflowError, MemoryError, KeyError, IndexError, AttributeError, TypeError) as error:
+        raise ValueError(f"Malformed model file ({type(error).__name__}: {error}).") from None
 
 
-def _load(
-    path: str | os.PathLike[str], allow_imports: bool | str | Iterable[str]
-) -> BaseODERegressor:
-    config, weights = _read_archive(path)
-    _check_version(config)
-    decoder = _Decoder(allow_imports)
-    class_path = config.get("estimator")
+def _load(archive: zipfile.ZipFile, config: dict[str, Any], policy: ImportPolicy) -> Any:
+    version = _check_version(config)
     params, fitted = config.get("params"), config.get("fitted")
-    if not isinstance(class_path, str) or not isinstance(params, dict):
+    if not isinstance(params, dict) or not (fitted is None or isinstance(fitted, dict)):
         raise ValueError("Malformed model file: no estimator description.")
-    cls = _own_estimator_classes().get(class_path)
-    needed: dict[str, str] = {} if cls is not None else {"the estimator class": class_path}
-    _collect_imports(params, "params", needed)
-    _collect_imports(fitted, "fitted", needed)
-    decoder.check_imports(needed)
-    if cls is None:
-        cls = decoder.resolve(class_path, "the estimator class")
-        if not (isinstance(cls, type) and issubclass(cls, BaseODERegressor)):
-            raise ValueError(f"{class_path!r} is not a skneuralode estimator class.")
+    needed: dict[str, str] = {}
+    if config.get("estimator") not in _own_estimator_classes():
+        needed["the estimator class"] = config.get("estimator")  # type: ignore[assignment]
+    collect_imports(params, "params", needed)
+    collect_imports(fitted, "fitted", needed)
+    policy.check(needed)  # refuse before importing anything
+    cls = _estimator_class(config.get("estimator"), policy)
+    decoder = Decoder(policy, RECORDS)
     arguments = {name: decoder.decode(value, f"params[{name!r}]") for name, value in params.items()}
-    unknown = sorted(set(arguments) - set(cls().get_params(deep=False)))
-    if unknown:
-        raise ValueError(
-            f"The model file sets {unknown}, which {cls.__name__} of this skneuralode version "
-            "does not have; load it with the version that wrote it."
-        )
-    estimator = cls(**arguments)
+    estimator = _validated_estimator(cls, arguments)
     if fitted is None:
         return estimator
-    if not isinstance(fitted, dict) or weights is None:
-        raise ValueError("Malformed model file: fitted attributes without weights.")
-    for name, value in fitted.items():
-        if (
-            not (isinstance(name, str) and name.isidentifier() and name.endswith("_"))
-            or name.startswith("__")
-            or name in arguments
-        ):
-            raise ValueError(f"Malformed model file: bad fitted attribute {name!r}.")
-        setattr(estimator, name, decoder.decode(value, name))
-    estimator.module_ = _rebuild_module(estimator, _read_weights(weights), config.get("module"))
+    if version == 1:
+        from ._format1 import read_format_1
+
+        spec, state, attributes = read_format_1(estimator, fitted, config.get("module"), archive)
+    else:
+        if set(fitted) != {"spec", "attributes"}:
+            raise ValueError("Malformed model file: bad fitted description.")
+        spec = decoder.decode(fitted["spec"], "fitted.spec")
+        if not isinstance(spec, ModelSpec):
+            raise ValueError("Malformed model file: the model description is missing.")
+        try:
+            spec.check()
+        except ValueError as error:
+            raise ValueError(f"Malformed model file: {error}") from None
+        state = read_weights(archive, weights_limit(spec))
+        attributes = fitted["attributes"]
+    if spec.n_parameters() > sum(tensor.numel() for tensor in state.values()):
+        raise ValueError("The stored weights are fewer than the model the file describes.")
+    if not estimator._describes(spec):
+        raise ValueError(
+            "The model file's settings (hidden_layer_sizes, activation, feature_map, "
+            "augment_dim, the physics) do not describe the model it holds; the file is "
+            "damaged or was tampered with."
+        )
+    module = build_model(spec, state)
+    _set_recorded_attributes(estimator, attributes, decoder)
+    estimator.module_ = module
+    estimator._derive_fitted_attributes()
     return estimator

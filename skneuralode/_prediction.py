@@ -32,7 +32,7 @@ def _integrate_one_direction(
         grid[row, padded.size :] = padded[-1]
     shared = bool(np.all(grid == grid[:1]))
     scaled_grid = torch.as_tensor(
-        (grid - model.scaling.time_origin) / model.scaling.time_scale,
+        model.scaling.scale_times(grid),
         dtype=initial_states.dtype,
         device=initial_states.device,
     )
@@ -85,7 +85,5 @@ def integrate(
             initial_states[row : row + 1], int(np.sum(times == initial_times[row])), 0
         )
         scaled = np.concatenate([before[row][::-1], at_start, after[row]])[:, : model.n_states]
-        scale = model.scaling.state_scale.cpu().numpy()
-        offset = model.scaling.state_offset.cpu().numpy()
-        outputs.append(scaled * scale + offset)
+        outputs.append(model.scaling.unscale_states(scaled))
     return outputs

@@ -1,9 +1,8 @@
 """The training problem: validated data, scaled, smoothed and placed on the device.
 
-Internally every state is standardised and time is measured in units ``tau`` chosen so
-that the scaled vector field has unit root-mean-square; one set of default
-hyper-parameters then works whether the data lives at 1e-3 or 1e4, over milliseconds or
-years, with time starting at 0 or at 1900.
+It exists only while ``fit`` runs: the fitted model is built from a data-free
+:class:`~skneuralode._spec.ModelSpec`, never from a problem. The units are those of
+:class:`~skneuralode._scaling.Scaling`.
 """
 
 from __future__ import annotations
@@ -14,47 +13,8 @@ import numpy as np
 import torch
 
 from ._data import TrajectoryBatch
-from ._smoothing import SmoothedTrajectories, smooth_trajectories
-
-_MIN_STATE_SCALE = 1e-12
-_MAX_TIME_SCALE_RATIO = 1e-3  # tau is at least this fraction of the longest span
-
-
-@dataclass(frozen=True)
-class Scaling:
-    """Affine maps between the caller's units and the internal, scaled ones.
-
-    ``z = (y - state_offset) / state_scale`` and ``s = (t - time_origin) / time_scale``.
-    """
-
-    state_offset: np.ndarray  # (n_states,)
-    state_scale: np.ndarray  # (n_states,)
-    time_origin: float
-    time_scale: float
-
-    @classmethod
-    def from_data(cls, batch: TrajectoryBatch, smoothed: SmoothedTrajectories) -> Scaling:
-        """Standardise states; choose the time unit that gives the field unit RMS."""
-        offset = np.nanmean(batch.states, axis=(0, 1))
-        scale = np.nanstd(batch.states, axis=(0, 1))
-        scale = np.where(scale > _MIN_STATE_SCALE * np.maximum(np.abs(offset), 1.0), scale, 1.0)
-        spans = batch.times[:, -1] - batch.times[:, 0]
-        longest_span = float(spans.max())
-        scaled_slopes = smoothed.derivatives / scale
-        inside_slopes = scaled_slopes[smoothed.inside]
-        rms_slope = float(np.sqrt(np.mean(inside_slopes**2))) if inside_slopes.size else 0.0
-        time_scale = 1.0 / rms_slope if rms_slope > 0 else longest_span
-        time_scale = float(np.clip(time_scale, _MAX_TIME_SCALE_RATIO * longest_span, longest_span))
-        return cls(offset, scale, float(batch.times.min()), time_scale)
-
-    def scale_times(self, times: np.ndarray) -> np.ndarray:
-        return (times - self.time_origin) / self.time_scale
-
-    def scale_states(self, states: np.ndarray) -> np.ndarray:
-        return (states - self.state_offset) / self.state_scale
-
-    def unscale_states(self, scaled: np.ndarray) -> np.ndarray:
-        return scaled * self.state_scale + self.state_offset
+from ._scaling import Scaling
+from ._smoothing import smooth_trajectories
 
 
 @dataclass(frozen=True)
@@ -125,7 +85,9 @@ def build_problem(
     """
     smoothed = smooth_trajectories(batch.times, batch.states, batch.lengths, relative_noise)
     if scaling is None:
-        scaling = Scaling.from_data(batch, smoothed)
+        scaling = Scaling.from_data(
+            batch.states, batch.times, smoothed.derivatives, smoothed.inside
+        )
     observed = batch.observed
     scaled_observations = np.where(observed, scaling.scale_states(batch.states), 0.0)
     scaled_smoothed = scaling.scale_states(smoothed.states)

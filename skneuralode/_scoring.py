@@ -68,15 +68,9 @@ class ForecastScorer:
         batch = validate_trajectories(t, y)
         observed = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
         times = [batch.times[row, :length] for row, length in enumerate(batch.lengths)]
-        if batch.n_traj == 1 and estimator.n_trajectories_ == 1:
-            predicted = [estimator.predict(times[0])]
-        else:
-            starts = batch.first_observed_states()
-            predicted = [
-                estimator.predict(grid, y0=start) for grid, start in zip(times, starts, strict=True)
-            ]
+        predicted = estimator._forecast(batch, times)
         stacked_observed = np.concatenate(observed)
-        stacked_predicted = np.concatenate([np.reshape(p, (len(p), -1)) for p in predicted])
+        stacked_predicted = np.concatenate(predicted)
         values = []
         for state in range(stacked_observed.shape[1]):
             seen = ~np.isnan(stacked_observed[:, state])

@@ -1,21 +1,31 @@
-"""Torch modules for the learned dynamics, all in the scaled units of ``_problem``.
+"""Torch modules for the learned dynamics, all in the scaled units of ``_scaling``.
 
 A field is called as ``field(t, z)`` with ``z`` of shape ``(..., n_total_states)`` and
 ``t`` either a 0-d tensor or of shape ``z.shape[:-1]``; it returns ``dz/ds`` of the same
-shape as ``z``. :class:`ODEModel` bundles a field with the scaling and the learned initial
-states: it is the estimator's ``module_``.
+shape as ``z``. :class:`ODEModel` is built from a :class:`~skneuralode._spec.ModelSpec`
+alone (field, learned initial states) and is the estimator's ``module_``;
+:class:`NeuralFieldSpec` describes the field of :class:`NeuralODERegressor`.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._problem import Scaling
+from ._scaling import Scaling
+from ._spec import (
+    FieldSpec,
+    ModelSpec,
+    check_finite_vector,
+    check_layer_sizes,
+    mlp_parameter_count,
+)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -31,28 +41,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 _OUTPUT_INIT_SCALE = 0.1
 
 FeatureMap = Callable[[torch.Tensor], torch.Tensor]
-
-
-class StateScaling(nn.Module):
-    """Buffers of a :class:`~skneuralode._problem.Scaling`, moved with the module."""
-
-    def __init__(self, scaling: Scaling) -> None:
-        super().__init__()
-        self.register_buffer("state_offset", torch.as_tensor(scaling.state_offset))
-        self.register_buffer("state_scale", torch.as_tensor(scaling.state_scale))
-        # Plain floats: float32 buffers would lose a time origin such as 1.7e9 seconds.
-        self.time_origin = float(scaling.time_origin)
-        self.time_scale = float(scaling.time_scale)
-
-    def to_physical_states(self, scaled: torch.Tensor) -> torch.Tensor:
-        return scaled * self.state_scale + self.state_offset
-
-    def to_physical_times(self, scaled: torch.Tensor) -> torch.Tensor:
-        return scaled * self.time_scale + self.time_origin
-
-    def to_physical_rates(self, scaled_rates: torch.Tensor) -> torch.Tensor:
-        """``dy/dt`` from ``dz/ds`` for the observed states."""
-        return scaled_rates * self.state_scale / self.time_scale
 
 
 def multilayer_perceptron(
@@ -71,20 +59,30 @@ def multilayer_perceptron(
     return nn.Sequential(*layers)
 
 
-def checked_features(
-    raw_features: Callable[[torch.Tensor], torch.Tensor],
-    scaled_states: torch.Tensor,
-    scaling: StateScaling,
-) -> np.ndarray:
-    """``feature_map`` at reference states, checked: a finite tensor (n_points, n_features).
+def feature_statistics(
+    feature_map: FeatureMap, physical_states: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of ``feature_map`` at reference states, checked.
 
-    Called once when a model is built, so that a ``feature_map`` that fails or returns the
-    wrong thing is reported as such rather than from deep inside training.
+    Called once per fit (never when a model is loaded), so that a ``feature_map`` that
+    fails or returns the wrong thing is reported as such rather than from deep inside
+    training.
+
+    Parameters
+    ----------
+    feature_map : callable
+        Torch function of physical states ``(..., n_states) -> (..., n_features)``.
+    physical_states : ndarray of shape (n_points, n_states)
+
+    Returns
+    -------
+    mean, std : ndarray of shape (n_features,)
     """
-    shape = tuple(scaled_states.shape)
+    shape = physical_states.shape
+    states = torch.as_tensor(physical_states, dtype=torch.float64)
     try:
         with torch.no_grad():
-            features = raw_features(scaled_states)
+            features = feature_map(states)
     except Exception as error:
         raise ValueError(
             f"feature_map raised {type(error).__name__}: {error} when called on physical "
@@ -100,56 +98,59 @@ def checked_features(
             f"feature_map must map states of shape (..., n_states) to (..., n_features); on "
             f"states of shape {shape} it returned shape {tuple(features.shape)}."
         )
-    values = features.detach().cpu().numpy()
+    values = features.detach().cpu().numpy().astype(np.float64)
     if not np.all(np.isfinite(values)):
-        physical = scaling.to_physical_states(scaled_states).cpu().numpy()
         bad_row = int(np.argmin(np.isfinite(values).all(axis=1)))
         raise ValueError(
             f"feature_map returned non-finite values (NaN or inf), e.g. at the state "
-            f"{physical[bad_row].tolist()} of the data."
+            f"{physical_states[bad_row].tolist()} of the data."
         )
-    return values
+    std = values.std(axis=0)
+    return values.mean(axis=0), np.where(std > 0, std, 1.0)
 
 
 class NetworkInputs(nn.Module):
     """What the network sees: scaled states, or a standardised ``feature_map`` of the
-    physical states, followed by the augmented dimensions."""
+    physical states, followed by the augmented dimensions.
+
+    Parameters
+    ----------
+    scaling : Scaling
+        The scaling of the states the network sees.
+    feature_map : callable or None
+    feature_mean, feature_std : ndarray of shape (n_features,) or None
+        Statistics of ``feature_map`` on the training data (None without a feature map).
+    """
 
     def __init__(
         self,
-        scaling: StateScaling,
-        n_states: int,
+        scaling: Scaling,
         feature_map: FeatureMap | None,
-        reference_states: np.ndarray,
+        feature_mean: np.ndarray | None,
+        feature_std: np.ndarray | None,
     ) -> None:
         super().__init__()
         self.scaling = scaling
-        self.n_states = n_states
+        self.n_states = scaling.n_states
         self.feature_map = feature_map
-        if feature_map is None:
-            mean, std = np.zeros(n_states), np.ones(n_states)
-        else:
-            reference = torch.as_tensor(reference_states, dtype=scaling.state_scale.dtype)
-            features = checked_features(self._raw_features, reference, scaling)
-            mean, std = features.mean(axis=0), features.std(axis=0)
-            std = np.where(std > 0, std, 1.0)
-        self.register_buffer("feature_mean", torch.as_tensor(mean))
-        self.register_buffer("feature_std", torch.as_tensor(std))
+        if feature_mean is None or feature_std is None:
+            feature_mean, feature_std = np.zeros(self.n_states), np.ones(self.n_states)
+        self.register_buffer("feature_mean", torch.as_tensor(feature_mean, dtype=torch.float64))
+        self.register_buffer("feature_std", torch.as_tensor(feature_std, dtype=torch.float64))
 
     @property
     def n_features(self) -> int:
         return self.feature_mean.shape[0]
 
-    def _raw_features(self, scaled_states: torch.Tensor) -> torch.Tensor:
-        if self.feature_map is None:
-            return scaled_states
-        return self.feature_map(self.scaling.to_physical_states(scaled_states))
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self.feature_map is None and z.shape[-1] == self.n_states:
             return z  # the common case, kept free of per-evaluation overhead
         observed_part, augmented_part = z[..., : self.n_states], z[..., self.n_states :]
-        features = (self._raw_features(observed_part) - self.feature_mean) / self.feature_std
+        if self.feature_map is None:
+            features = observed_part
+        else:
+            raw = self.feature_map(self.scaling.unscale_states(observed_part))
+            features = (raw - self.feature_mean) / self.feature_std
         return torch.cat([features, augmented_part], dim=-1)
 
 
@@ -167,41 +168,108 @@ class NeuralField(nn.Module):
         return self.network(self.inputs(z))
 
 
+def check_feature_statistics(feature_map: Any, mean: Any, std: Any, where: str) -> int:
+    """Number of network input features; the statistics must match ``feature_map``."""
+    if feature_map is None:
+        if mean is not None or std is not None:
+            raise ValueError(f"{where}: feature statistics without a feature_map.")
+        return 0
+    if not callable(feature_map):
+        raise ValueError(f"{where}: feature_map must be callable.")
+    if not isinstance(mean, np.ndarray) or mean.ndim != 1 or mean.shape[0] < 1:
+        raise ValueError(f"{where}: feature statistics must be 1-D float arrays.")
+    check_finite_vector(mean, f"{where} feature mean", mean.shape[0])
+    check_finite_vector(std, f"{where} feature std", mean.shape[0], positive=True)
+    return int(mean.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class NeuralFieldSpec(FieldSpec):
+    """The field of :class:`NeuralODERegressor`: ``MLP(features(y), augmented)``.
+
+    Attributes
+    ----------
+    hidden_layer_sizes : tuple of int
+    activation : str
+    feature_map : callable or None
+    feature_mean, feature_std : ndarray of shape (n_features,) or None
+        Statistics of ``feature_map`` on the training data (None without one).
+    """
+
+    hidden_layer_sizes: tuple[int, ...]
+    activation: str
+    feature_map: FeatureMap | None = None
+    feature_mean: np.ndarray | None = None
+    feature_std: np.ndarray | None = None
+
+    def _n_features(self, spec: ModelSpec) -> int:
+        return spec.n_states if self.feature_mean is None else int(self.feature_mean.shape[0])
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        inputs = NetworkInputs(spec.scaling, self.feature_map, self.feature_mean, self.feature_std)
+        network = multilayer_perceptron(
+            inputs.n_features + spec.n_augmented,
+            self.hidden_layer_sizes,
+            spec.n_total_states,
+            self.activation,
+        )
+        return NeuralField(inputs, network)
+
+    def check(self, spec: ModelSpec) -> None:
+        check_layer_sizes(self.hidden_layer_sizes)
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}.")
+        check_feature_statistics(self.feature_map, self.feature_mean, self.feature_std, "field")
+
+    def n_parameters(self, spec: ModelSpec) -> int:
+        n_features = self._n_features(spec)
+        network = mlp_parameter_count(
+            n_features + spec.n_augmented, self.hidden_layer_sizes, spec.n_total_states
+        )
+        return network + 2 * n_features
+
+    def architecture(self) -> tuple[Any, ...]:
+        return (self.hidden_layer_sizes, self.activation, self.feature_map)
+
+
 class ODEModel(nn.Module):
-    """A fitted model: field, scaling and the learned initial state of each trajectory.
+    """A fitted model: the field and the learned initial state of each trajectory.
+
+    Built from a :class:`~skneuralode._spec.ModelSpec` alone, with fresh parameters;
+    training (or a file's weights) then sets them.
 
     Parameters
     ----------
+    spec : ModelSpec
+
+    Attributes
+    ----------
     field : nn.Module
         Scaled dynamics ``field(t, z)``.
-    scaling : StateScaling
-        Maps between scaled and physical units.
-    initial_states : Tensor of shape (n_traj, n_total_states)
+    initial_states : Parameter of shape (n_trajectories, n_total_states)
         Scaled initial states, learned during training.
-    initial_times : Tensor of shape (n_traj,)
-        Scaled times at which ``initial_states`` hold.
-    n_states : int
-        Number of observed states (the rest are augmented dimensions).
     """
 
-    def __init__(
-        self,
-        field: nn.Module,
-        scaling: StateScaling,
-        initial_states: torch.Tensor,
-        initial_times: torch.Tensor,
-        n_states: int,
-    ) -> None:
+    def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        self.field = field
-        self.scaling = scaling
-        self.initial_states = nn.Parameter(initial_states)
-        self.register_buffer("initial_times", initial_times)
-        self.n_states = n_states
+        self.spec = spec
+        self.field = spec.field.build(spec)
+        self.initial_states = nn.Parameter(
+            torch.zeros(spec.n_trajectories, spec.n_total_states, dtype=torch.float64)
+        )
+        self.to(dtype=spec.torch_dtype)
+
+    @property
+    def scaling(self) -> Scaling:
+        return self.spec.scaling
+
+    @property
+    def n_states(self) -> int:
+        return self.spec.n_states
 
     @property
     def n_total_states(self) -> int:
-        return self.initial_states.shape[1]
+        return self.spec.n_total_states
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.field(t, z)
@@ -214,12 +282,39 @@ class ODEModel(nn.Module):
             return z.new_zeros(())
         return penalty(t, z)
 
-    def physical_rates(self, states: torch.Tensor) -> torch.Tensor:
-        """``dy/dt`` at physical states of shape (n, n_states); augmented dims at zero."""
-        scaled = (states - self.scaling.state_offset) / self.scaling.state_scale
+    def physical_rates(
+        self, states: np.ndarray, times: np.ndarray | None = None, part: str = "total"
+    ) -> np.ndarray:
+        """``dy/dt`` at physical states: the one way the field is evaluated for a caller.
+
+        Parameters
+        ----------
+        states : ndarray of shape (n, n_states)
+            Physical states; augmented dimensions are taken at zero.
+        times : ndarray of shape (n,), optional
+            Physical times (for fields that read time); the earliest training time if None.
+        part : {"total", "known", "network"}
+            The whole field, or one term of a field that has terms (``rates_of_part``).
+
+        Returns
+        -------
+        ndarray of shape (n, n_states)
+        """
+        parameter = self.initial_states
+        as_tensor = torch.as_tensor(states, dtype=parameter.dtype, device=parameter.device)
+        scaled = self.scaling.scale_states(as_tensor)
         padding = scaled.new_zeros(scaled.shape[0], self.n_total_states - self.n_states)
-        scaled_rates = self.field(
-            torch.zeros((), dtype=states.dtype, device=states.device),
-            torch.cat([scaled, padding], dim=-1),
-        )
-        return self.scaling.to_physical_rates(scaled_rates[..., : self.n_states])
+        z = torch.cat([scaled, padding], dim=-1)
+        if times is None:
+            s = torch.zeros((), dtype=parameter.dtype, device=parameter.device)
+        else:
+            s = torch.as_tensor(
+                self.scaling.scale_times(times), dtype=parameter.dtype, device=parameter.device
+            )
+        with torch.no_grad():
+            if part == "total":
+                scaled_rates = self.field(s, z)
+            else:
+                scaled_rates = self.field.rates_of_part(s, z, part)
+        rates = self.scaling.unscale_rates(scaled_rates[..., : self.n_states])
+        return rates.cpu().numpy()

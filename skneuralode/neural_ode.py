@@ -6,11 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import numpy as np
-from torch import nn
 
 from ._base import BaseODERegressor
 from ._problem import TrainingProblem
-from ._vector_fields import NetworkInputs, NeuralField, StateScaling, multilayer_perceptron
+from ._vector_fields import NeuralFieldSpec, feature_statistics
 
 
 def observed_reference_states(problem: TrainingProblem) -> np.ndarray:
@@ -228,14 +227,17 @@ class NeuralODERegressor(BaseODERegressor):
         "feature_map": [callable, None],
     }
 
-    def _build_field(self, problem: TrainingProblem, scaling: StateScaling) -> nn.Module:
-        inputs = NetworkInputs(
-            scaling, problem.n_states, self.feature_map, observed_reference_states(problem)
+    _field_spec_type = NeuralFieldSpec
+
+    def _field_spec(self, problem: TrainingProblem) -> NeuralFieldSpec:
+        mean = std = None
+        if self.feature_map is not None:
+            reference = problem.scaling.unscale_states(observed_reference_states(problem))
+            mean, std = feature_statistics(self.feature_map, reference)
+        return NeuralFieldSpec(
+            hidden_layer_sizes=tuple(int(width) for width in self.hidden_layer_sizes),
+            activation=self.activation,
+            feature_map=self.feature_map,
+            feature_mean=mean,
+            feature_std=std,
         )
-        network = multilayer_perceptron(
-            inputs.n_features + self.augment_dim,
-            tuple(self.hidden_layer_sizes),
-            problem.n_states + self.augment_dim,
-            self.activation,
-        )
-        return NeuralField(inputs, network)

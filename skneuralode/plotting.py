@@ -70,22 +70,10 @@ def _forecasts(
     """
     check_is_fitted(estimator, "module_")
     batch = validate_trajectories(t, y)
-    if batch.n_states != estimator.n_features_in_:
-        raise ValueError(
-            f"y has {batch.n_states} states but the model was fitted on {estimator.n_features_in_}."
-        )
     times = [batch.times[row, :length] for row, length in enumerate(batch.lengths)]
     states = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
     grids = [np.linspace(row[0], row[-1], n_points) for row in times]
-    if batch.n_traj == 1 and estimator.n_trajectories_ == 1:
-        fitted = [np.reshape(estimator.predict(grids[0]), (n_points, -1))]
-    else:
-        starts = batch.first_observed_states()
-        fitted = [
-            np.reshape(estimator.predict(grid, y0=start), (n_points, -1))
-            for grid, start in zip(grids, starts, strict=True)
-        ]
-    return times, states, grids, fitted
+    return times, states, grids, estimator._forecast(batch, grids)
 
 
 def plot_fit(
@@ -323,8 +311,8 @@ def plot_vector_field(
     check_is_fitted(estimator, "module_")
     n_states = estimator.n_features_in_
     labels = _state_labels(n_states, state_names)
-    centre = np.asarray(estimator._scaling_.state_offset, dtype=float)
-    spread = np.asarray(estimator._scaling_.state_scale, dtype=float)
+    centre = estimator.module_.scaling.state_offset
+    spread = estimator.module_.scaling.state_scale
     base = centre.copy() if fixed is None else np.asarray(fixed, dtype=float).reshape(-1)
     if base.shape != (n_states,):
         raise ValueError(f"fixed must have shape ({n_states},), got {base.shape}.")

@@ -9,28 +9,22 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from torch import nn
 
 from ._base import BaseODERegressor
-from ._collocation import CollocationStage
-from ._data import validate_state_times, validate_states
+from ._data import TrajectoryBatch, validate_state_times, validate_states
 from ._hybrid_field import (
     HybridField,
-    NetworkFeatures,
-    PhysicsFirstStage,
+    HybridFieldSpec,
     check_known_output,
     check_state_indices,
-    output_mask,
-    subset_scaling,
 )
-from ._physical_parameters import (
-    PhysicalParameters,
-    check_constraints,
-    check_parameter_mapping,
-)
+from ._physical_parameters import check_constraints, check_parameter_mapping
 from ._problem import TrainingProblem
-from ._stage import TrainingStage
-from ._vector_fields import NetworkInputs, StateScaling, multilayer_perceptron
+from ._spec import ModelSpec
+from ._training import TrainingStage
+from ._training.collocation import CollocationStage
+from ._training.physics_first import PhysicsFirstStage
+from ._vector_fields import ODEModel, feature_statistics
 from .neural_ode import observed_reference_states
 
 _MIN_AUTO_PENALTY = 1e-3  # scaled units: 0.1 % of the field's variance
@@ -290,6 +284,13 @@ class UniversalODERegressor(BaseODERegressor):
         "feature_map": [callable, None],
     }
 
+    _recorded_attributes: ClassVar[frozenset[str]] = BaseODERegressor._recorded_attributes | {
+        "_time_spans_"
+    }
+    _derived_attributes: ClassVar[frozenset[str]] = BaseODERegressor._derived_attributes | {
+        "params_"
+    }
+
     # ----------------------------------------------------------------- subclass hooks
     def _stages(self) -> list[TrainingStage]:
         stages = super()._stages()
@@ -321,56 +322,62 @@ class UniversalODERegressor(BaseODERegressor):
                 "Nothing to learn: with hidden_layer_sizes=() give learned params to known."
             )
 
-    def _build_field(self, problem: TrainingProblem, scaling: StateScaling) -> nn.Module:
+    def _field_spec(self, problem: TrainingProblem) -> HybridFieldSpec:
         n_states = problem.n_states
         params = check_parameter_mapping(self.params, "params")
-        constraints = check_constraints(self.param_constraints, params)
-        fixed = check_parameter_mapping(self.fixed_params, "fixed_params")
         outputs = check_state_indices(self.network_outputs, n_states, "network_outputs")
         inputs_seen = check_state_indices(self.network_inputs, n_states, "network_inputs")
-        features, network = None, None
-        if self.hidden_layer_sizes and (outputs or self.augment_dim):
-            if not inputs_seen and not self.augment_dim:
-                raise ValueError("network_inputs is empty: the network would see nothing.")
-            featurizer = None
-            if self.feature_map is not None:
-                featurizer = NetworkInputs(
-                    subset_scaling(problem.scaling, inputs_seen),
-                    len(inputs_seen),
-                    self.feature_map,
-                    observed_reference_states(problem)[:, list(inputs_seen)],
-                )
-            features = NetworkFeatures(
-                inputs_seen, n_states, n_states + self.augment_dim, featurizer
-            )
-            network = multilayer_perceptron(
-                features.n_features,
-                tuple(self.hidden_layer_sizes),
-                n_states + self.augment_dim,
-                self.activation,
-            )
+        hidden = tuple(int(width) for width in self.hidden_layer_sizes)
+        if hidden and (outputs or self.augment_dim) and not inputs_seen and not self.augment_dim:
+            raise ValueError("network_inputs is empty: the network would see nothing.")
+        mean = std = None
+        if self.feature_map is not None and hidden:
+            reference = problem.scaling.unscale_states(observed_reference_states(problem))
+            mean, std = feature_statistics(self.feature_map, reference[:, list(inputs_seen)])
         if self.network_penalty == "auto":
             penalty_weight = max(problem.noise_variance, _MIN_AUTO_PENALTY)
         else:
             penalty_weight = float(self.network_penalty)
-        field = HybridField(
-            self.known,
-            PhysicalParameters(params, constraints, fixed),
-            scaling,
-            n_states,
-            network,
-            features,
-            output_mask(outputs, n_states, self.augment_dim, torch.float64),
-            penalty_weight,
-            float(self.network_weight_decay),
+        return HybridFieldSpec(
+            known=self.known,
+            params=params,
+            constraints=check_constraints(self.param_constraints, params),
+            fixed=check_parameter_mapping(self.fixed_params, "fixed_params"),
+            network_outputs=outputs,
+            network_inputs=inputs_seen,
+            hidden_layer_sizes=hidden,
+            activation=self.activation,
+            feature_map=self.feature_map,
+            feature_mean=mean,
+            feature_std=std,
+            penalty_weight=penalty_weight,
+            weight_decay=float(self.network_weight_decay),
         )
+
+    _field_spec_type = HybridFieldSpec
+
+    def _describes(self, spec: ModelSpec) -> bool:
+        field = spec.field
+        if not super()._describes(spec):
+            return False
+        n_states = spec.n_states
+        params = check_parameter_mapping(self.params, "params")
+        return (
+            self.known is field.known
+            and params.keys() == field.params.keys()
+            and check_parameter_mapping(self.fixed_params, "fixed_params") == field.fixed
+            and check_state_indices(self.network_outputs, n_states, "network_outputs")
+            == field.network_outputs
+            and check_state_indices(self.network_inputs, n_states, "network_inputs")
+            == field.network_inputs
+        )
+
+    def _check_new_model(self, model: ODEModel, problem: TrainingProblem) -> None:
         initial_states = problem.smoothed_states[:, 0].detach().cpu().to(torch.float64)
         initial_times = problem.times[:, 0].detach().cpu().to(torch.float64)
-        check_known_output(field, initial_times, initial_states, n_states)
-        return field
+        check_known_output(model.field, initial_times, initial_states, problem.n_states)
 
-    def _set_fitted_state(self, model: Any, problem: Any, batch: Any, *rest: Any) -> None:
-        super()._set_fitted_state(model, problem, batch, *rest)
+    def _record_data_facts(self, batch: TrajectoryBatch) -> None:
         ends = batch.times[np.arange(batch.n_traj), batch.lengths - 1]
         self._time_spans_ = np.stack([batch.times[:, 0], ends], axis=1)  # (n_traj, 2)
 
@@ -380,26 +387,9 @@ class UniversalODERegressor(BaseODERegressor):
     # -------------------------------------------------------------------- inspection
     def _field_rates(self, y: Any, t: Any, part: str) -> np.ndarray:
         model = self._fitted_model()
-        field: HybridField = model.field
-        states = validate_states(y, self.n_features_in_, name="y")
-        reference = next(model.parameters())
-        as_tensor = torch.as_tensor(states, dtype=reference.dtype, device=reference.device)
-        scaled = (as_tensor - model.scaling.state_offset) / model.scaling.state_scale
-        padding = scaled.new_zeros(scaled.shape[0], model.n_total_states - model.n_states)
-        z = torch.cat([scaled, padding], dim=-1)
-        if t is None:
-            times = torch.zeros((), dtype=reference.dtype, device=reference.device)
-        else:
-            physical = validate_state_times(t, states.shape[0])
-            scaled_times = (physical - model.scaling.time_origin) / model.scaling.time_scale
-            times = torch.as_tensor(scaled_times, dtype=reference.dtype, device=reference.device)
-        with torch.no_grad():
-            if part == "known":
-                scaled_rates = field.known_rates(times, z)
-            else:
-                scaled_rates = field.network_rates(times, z)[..., : model.n_states]
-        rates = model.scaling.to_physical_rates(scaled_rates)
-        return rates.cpu().numpy().reshape(np.shape(y))
+        states = validate_states(y, model.n_states, name="y")
+        times = None if t is None else validate_state_times(t, states.shape[0])
+        return model.physical_rates(states, times, part).reshape(np.shape(y))
 
     def known_term(self, y: Any, t: Any = None) -> np.ndarray:
         """The fitted known part ``known(t, y, params_)`` at given states.

@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from skneuralode import NeuralODERegressor
-from skneuralode._collocation import CollocationStage
-from skneuralode._data import validate_trajectories
+from skneuralode._data import TrajectoryBatch, validate_trajectories
 from skneuralode._monitor import TrainingMonitor
-from skneuralode._optimisation import LoopSettings, StageResult, optimise
-from skneuralode._polish import PolishStage, trajectory_misfit
 from skneuralode._problem import TrainingProblem, build_problem
-from skneuralode._shooting import ShootingStage
 from skneuralode._solve import SolverSettings
-from skneuralode._stage import StageContext, TrainingStage
-from skneuralode._training import train
+from skneuralode._spec import ModelSpec
+from skneuralode._training import StageContext, TrainingStage, train
+from skneuralode._training.collocation import CollocationStage
+from skneuralode._training.loop import LoopSettings, StageResult, optimise
+from skneuralode._training.misfit import trajectory_misfit
+from skneuralode._training.polish import PolishStage
+from skneuralode._training.shooting import ShootingStage
 from skneuralode._vector_fields import ODEModel
 
 # A fixed-step solver at the data times: these tests are about the stages, not accuracy.
@@ -28,20 +29,31 @@ SOLVER = SolverSettings(method="rk4")
 
 # ---------------------------------------------------------------------------- helpers
 @pytest.fixture(scope="module")
-def problem(oscillator: tuple[np.ndarray, np.ndarray]) -> TrainingProblem:
+def batch(oscillator: tuple[np.ndarray, np.ndarray]) -> TrajectoryBatch:
     t, y = oscillator
+    return validate_trajectories(t, y)
+
+
+@pytest.fixture(scope="module")
+def problem(batch: TrajectoryBatch) -> TrainingProblem:
     return build_problem(
-        validate_trajectories(t, y),
-        device=torch.device("cpu"),
-        dtype=torch.float64,
-        relative_noise=None,
+        batch, device=torch.device("cpu"), dtype=torch.float64, relative_noise=None
     )
 
 
 def fresh_model(problem: TrainingProblem, seed: int = 0) -> ODEModel:
     torch.manual_seed(seed)
     estimator = NeuralODERegressor(hidden_layer_sizes=(16,))
-    return estimator._new_model(problem).double()
+    initial_times = problem.scaling.unscale_times(problem.times[:, 0].numpy())
+    spec = ModelSpec(
+        field=estimator._field_spec(problem),
+        n_states=problem.n_states,
+        n_augmented=0,
+        initial_times=initial_times,
+        scaling=problem.scaling,
+        solver=SOLVER,
+    )
+    return estimator._new_model(spec, problem)
 
 
 def context(callbacks: tuple = ()) -> StageContext:

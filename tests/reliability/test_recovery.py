@@ -18,8 +18,8 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 import skneuralode
-import skneuralode._collocation
-import skneuralode._shooting
+import skneuralode._training.collocation
+import skneuralode._training.shooting
 import skneuralode._solve
 from skneuralode import NeuralODERegressor
 from skneuralode._solve import SolveResult
@@ -76,11 +76,11 @@ def test_shooting_recovers_from_step_size_underflow(monkeypatch: pytest.MonkeyPa
 
 
 def test_collocation_recovers_from_nan_losses(monkeypatch: pytest.MonkeyPatch) -> None:
-    huber = skneuralode._collocation.masked_huber
+    huber = skneuralode._training.collocation.masked_huber
     nan_loss = FailingCalls(
         huber, lambda n: n in {12, 13}, lambda *a, **k: huber(*a, **k) * math.nan
     )
-    monkeypatch.setattr(skneuralode._collocation, "masked_huber", nan_loss)
+    monkeypatch.setattr(skneuralode._training.collocation, "masked_huber", nan_loss)
     estimator = NeuralODERegressor(**QUICK).set_params(max_iter=60).fit(T, Y)
     losses = [r["loss"] for r in estimator.history_ if r["stage"] == "collocation"]
     failed = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
@@ -97,8 +97,8 @@ def test_a_stage_that_keeps_failing_ends_diverged_with_a_warning_and_a_usable_es
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     never = SolveResult(None, "injected failure")
-    solve = FailingCalls(skneuralode._shooting.solve, lambda n: True, lambda *a, **k: never)
-    monkeypatch.setattr(skneuralode._shooting, "solve", solve)
+    solve = FailingCalls(skneuralode._training.shooting.solve, lambda n: True, lambda *a, **k: never)
+    monkeypatch.setattr(skneuralode._training.shooting, "solve", solve)
     estimator = NeuralODERegressor(**{**STAGED, "shooting": True})
     start = time.perf_counter()
     with pytest.warns(ConvergenceWarning, match=r"Training diverged: .*shooting.*Try"):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ._monitor import TrainingMonitor
-from ._optimisation import StageResult
-from ._problem import TrainingProblem
-from ._solve import SolverSettings
-from ._vector_fields import ODEModel
+from .._monitor import TrainingMonitor
+from .._problem import TrainingProblem
+from .._solve import SolverSettings
+from .._vector_fields import ODEModel
+from .loop import StageResult
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,12 @@ class TrainingStage(ABC):
     """One step of the training recipe: collocation, multiple shooting, polish.
 
     A stage reads the problem, updates the model's parameters in place and reports how
-    it ended; it never raises for numerical trouble (see ``_optimisation``).
+    it ended; it never raises for numerical trouble (see ``loop``).
     """
 
     name: str
+    #: What a user can change when this stage diverges, for the warning that says so.
+    divergence_remedy: ClassVar[str] = "a smaller learning rate"
 
     def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
         """Why this stage need not run given the current full-trajectory loss, or None."""

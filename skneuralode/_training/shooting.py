@@ -13,16 +13,17 @@ horizons have on oscillating data (Bock & Plitt 1984; Turan & Jäschke 2021).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ._losses import masked_mean_squared_error
-from ._optimisation import LoopSettings, StageResult, optimise
-from ._problem import TrainingProblem
-from ._solve import SolverSettings, solve
-from ._stage import StageContext, TrainingStage
-from ._vector_fields import ODEModel
+from .._losses import masked_mean_squared_error
+from .._problem import TrainingProblem
+from .._solve import SolverSettings, solve
+from .._vector_fields import ODEModel
+from .base import StageContext, TrainingStage
+from .loop import LoopSettings, StageResult, optimise
 
 _MIN_SEGMENT_LENGTH = 3
 _MAX_SEGMENT_LENGTH = 16
@@ -229,7 +230,7 @@ class ShootingStage(TrainingStage):
     continuity_weight : float
         Weight of the continuity gaps relative to the data misfit.
     tol, n_iter_no_change
-        Early stopping, see :class:`~skneuralode._optimisation.LoopSettings`.
+        Early stopping, see :class:`~skneuralode._training.loop.LoopSettings`.
     grow_segments : bool
         When the loss plateaus before the budget is spent, double the segments (keeping
         the start states of the segments that remain) and go on, until a segment covers a
@@ -257,6 +258,9 @@ class ShootingStage(TrainingStage):
     needed_above: float = 5e-3
     largest_trusted_noise: float = 0.025
     name: str = "shooting"
+    divergence_remedy: ClassVar[str] = (
+        "a smaller shooting_learning_rate or a shorter shooting_segment_length"
+    )
 
     def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
         noise_variance = min(problem.noise_variance, self.largest_trusted_noise)

@@ -9,37 +9,16 @@ Adam does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ._losses import masked_mean_squared_error
-from ._optimisation import LoopSettings, StageResult, optimise
-from ._problem import TrainingProblem
-from ._solve import SolverSettings, solve
-from ._stage import StageContext, TrainingStage
-from ._vector_fields import ODEModel
-
-
-def trajectory_misfit(
-    problem: TrainingProblem, model: ODEModel, solver: SolverSettings
-) -> tuple[torch.Tensor, str | None]:
-    """Masked mean squared error of whole trajectories from ``model.initial_states``.
-
-    Returns the loss (inf when the solve failed) and the failure, if any.
-    """
-    result = solve(
-        model.field,
-        model.initial_states,
-        problem.times,
-        solver,
-        shared_grid=problem.shared_grid,
-    )
-    if not result.ok:
-        infinite = torch.full((), float("inf"), dtype=problem.times.dtype)
-        return infinite.to(problem.times.device), result.failure
-    predicted = result.states[..., : problem.n_states]
-    misfit = masked_mean_squared_error(predicted, problem.observations, problem.observed)
-    return misfit, None
+from .._problem import TrainingProblem
+from .._solve import SolverSettings
+from .._vector_fields import ODEModel
+from .base import StageContext, TrainingStage
+from .loop import LoopSettings, StageResult, optimise
+from .misfit import trajectory_misfit
 
 
 class _TrajectoryObjective:
@@ -72,7 +51,7 @@ class PolishStage(TrainingStage):
     learning_rate : float
         L-BFGS step scale (1.0 with the strong-Wolfe line search).
     tol, n_iter_no_change
-        Early stopping, see :class:`~skneuralode._optimisation.LoopSettings`.
+        Early stopping, see :class:`~skneuralode._training.loop.LoopSettings`.
     """
 
     max_iter: int = 50
@@ -80,6 +59,7 @@ class PolishStage(TrainingStage):
     tol: float = 1e-5
     n_iter_no_change: int = 5
     name: str = "polish"
+    divergence_remedy: ClassVar[str] = "polish=False"
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         objective = _TrajectoryObjective(problem, model, context.solver)

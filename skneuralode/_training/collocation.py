@@ -11,14 +11,15 @@ stretches, the ends of a series — do not dominate it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
-from ._losses import masked_huber
-from ._optimisation import LoopSettings, StageResult, optimise
-from ._problem import TrainingProblem
-from ._stage import StageContext, TrainingStage
-from ._vector_fields import ODEModel
+from .._losses import masked_huber
+from .._problem import TrainingProblem
+from .._vector_fields import ODEModel
+from .base import StageContext, TrainingStage
+from .loop import LoopSettings, StageResult, optimise
 
 
 class _CollocationObjective:
@@ -107,7 +108,7 @@ class CollocationStage(TrainingStage):
         Error (in scaled units, where the field has unit RMS) beyond which the loss grows
         linearly.
     tol, n_iter_no_change
-        Early stopping, see :class:`~skneuralode._optimisation.LoopSettings`.
+        Early stopping, see :class:`~skneuralode._training.loop.LoopSettings`.
     """
 
     max_iter: int = 1000
@@ -117,6 +118,7 @@ class CollocationStage(TrainingStage):
     tol: float = 1e-4
     n_iter_no_change: int = 50
     name: str = "collocation"
+    divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate"
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         objective = _CollocationObjective(

@@ -5,15 +5,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from ._optimisation import StageInterrupted, StageResult
-from ._polish import trajectory_misfit
-from ._problem import TrainingProblem
-from ._stage import StageContext, TrainingStage
-from ._vector_fields import ODEModel
+from .._problem import TrainingProblem
+from .._vector_fields import ODEModel
+from .base import StageContext, TrainingStage
+from .loop import StageInterrupted, StageResult
+from .misfit import trajectory_misfit
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,10 @@ def train(
             results.append(StageResult(stage.name, 0, current_loss, "skipped", reason))
             continue
         try:
-            results.append(stage.run(problem, model, context))
+            result = stage.run(problem, model, context)
+            if result.status == "diverged":
+                result = replace(result, remedy=stage.divergence_remedy)
+            results.append(result)
         except KeyboardInterrupt as interrupt:
             if not keep_best_on_interrupt:
                 raise

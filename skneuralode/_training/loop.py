@@ -25,7 +25,7 @@ from typing import Literal, Protocol
 
 import torch
 
-from ._monitor import TrainingMonitor
+from .._monitor import TrainingMonitor
 
 Status = Literal["converged", "max_iter", "diverged", "stopped", "interrupted"]
 
@@ -93,6 +93,9 @@ class StageResult:
     status : {"converged", "max_iter", "diverged", "stopped", "interrupted", "skipped"}
     message : str
         What happened, in words, for warnings.
+    remedy : str
+        What the user can change if the stage diverged (set by the runner from the
+        stage's ``divergence_remedy``); empty otherwise.
     """
 
     stage: str
@@ -100,6 +103,7 @@ class StageResult:
     loss: float
     status: str
     message: str = ""
+    remedy: str = ""
 
 
 class StageInterrupted(KeyboardInterrupt):
