@@ -189,8 +189,8 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, wh
     """A member's bytes, never more than ``limit`` of them (a lying header is caught)."""
     if info.file_size > limit:
         raise ValueError(
-            f"Malformed model file: the {what} declare {info.file_size} bytes, more than the "
-            f"{limit} the model description allows."
+            f"Malformed model file: the {what} would take {info.file_size} bytes, more than "
+            f"the {limit} the model description allows."
         )
     with archive.open(info) as stream:
         data = stream.read(limit + 1)

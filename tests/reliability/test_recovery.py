@@ -97,7 +97,9 @@ def test_a_stage_that_keeps_failing_ends_diverged_with_a_warning_and_a_usable_es
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     never = SolveResult(None, "injected failure")
-    solve = FailingCalls(skneuralode._training.shooting.solve, lambda n: True, lambda *a, **k: never)
+    solve = FailingCalls(
+        skneuralode._training.shooting.solve, lambda n: True, lambda *a, **k: never
+    )
     monkeypatch.setattr(skneuralode._training.shooting, "solve", solve)
     estimator = NeuralODERegressor(**{**STAGED, "shooting": True})
     start = time.perf_counter()
