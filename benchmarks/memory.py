@@ -127,8 +127,8 @@ def measure_fit(size: int, adjoint: bool) -> dict[str, Any]:
     estimator = NeuralODERegressor(
         collocation=False,
         shooting=True,
-        segment_length=N_TIMES,
-        segment_batch_size=size,
+        shooting_segment_length=N_TIMES,
+        shooting_batch_size=size,
         max_iter=1,
         adjoint=adjoint,
         random_state=SEED,

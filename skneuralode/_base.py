@@ -21,8 +21,10 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import Tags, check_random_state
+from sklearn.utils._param_validation import Hidden, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from . import _defaults as defaults
 from ._compile import compiled_field
 from ._data import (
     TimeGrids,
@@ -49,13 +51,21 @@ from ._training.shooting import ShootingStage
 from ._vector_fields import ODEModel
 
 
+def with_renamed_settings(constraints: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Constraints under today's names, and the former names that still work."""
+    renamed = {defaults.RENAMED.get(name, name): rule for name, rule in constraints.items()}
+    for old, new in defaults.RENAMED.items():
+        renamed[old] = [Hidden(StrOptions({defaults.DEPRECATED})), *renamed[new]]
+    return renamed
+
+
 class BaseODERegressor(RegressorMixin, BaseEstimator):
     """Shared machinery of :class:`NeuralODERegressor` and :class:`UniversalODERegressor`.
 
     Subclasses define ``__init__`` (storing their arguments) and :meth:`_field_spec`.
     """
 
-    _parameter_constraints: ClassVar[dict] = dict(COMMON_CONSTRAINTS)
+    _parameter_constraints: ClassVar[dict] = with_renamed_settings(COMMON_CONSTRAINTS)
     #: Fitted attributes that are not derived from the model (a file stores these).
     _recorded_attributes: ClassVar[frozenset[str]] = frozenset(
         {"n_iter_", "loss_", "history_", "stage_results_"}
@@ -98,6 +108,21 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             step_size=self.step_size,
         )
 
+    def _setting(self, name: str) -> Any:
+        """A setting by its name, or by its former name (with a ``FutureWarning``) if the
+        caller set that one."""
+        for old, new in defaults.RENAMED.items():
+            value = getattr(self, old, defaults.DEPRECATED)
+            if new == name and not (isinstance(value, str) and value == defaults.DEPRECATED):
+                warnings.warn(
+                    f"{old} was renamed {new} (stage settings carry their stage's name); "
+                    f"{old} will be removed in a future release.",
+                    FutureWarning,
+                    stacklevel=4,
+                )
+                return value
+        return getattr(self, name)
+
     def _stages(self) -> list[TrainingStage]:
         stages: list[TrainingStage] = []
         if self.collocation:
@@ -114,12 +139,12 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
                 ShootingStage(
                     max_iter=self.max_iter,
                     learning_rate=self.shooting_learning_rate,
-                    segment_length=self.segment_length,
-                    batch_size=self.segment_batch_size,
-                    continuity_weight=self.continuity_weight,
+                    segment_length=self._setting("shooting_segment_length"),
+                    batch_size=self._setting("shooting_batch_size"),
+                    continuity_weight=self._setting("shooting_continuity_weight"),
                     tol=self.tol,
                     n_iter_no_change=self.n_iter_no_change,
-                    grow_segments=self.segment_growth,
+                    grow_segments=self._setting("shooting_segment_growth"),
                     only_if_needed=self.shooting == "auto",
                 )
             )

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ._codec import Decoder, ImportPolicy, Unstorable, collect_imports, encode, import_path
+from ._defaults import RENAMED as RENAMED_SETTINGS
 from ._device import check_device_name
 from ._hybrid_field import HybridFieldSpec
 from ._scaling import Scaling
@@ -440,6 +441,9 @@ def _load(archive: zipfile.ZipFile, config: dict[str, Any], policy: ImportPolicy
     cls = _estimator_class(config.get("estimator"), policy)
     decoder = Decoder(policy, RECORDS)
     arguments = {name: decoder.decode(value, f"params[{name!r}]") for name, value in params.items()}
+    for old, new in RENAMED_SETTINGS.items():  # files written before a setting was renamed
+        if old in arguments and new not in arguments:
+            arguments[new] = arguments.pop(old)
     estimator = _validated_estimator(cls, arguments)
     if fitted is None:
         return estimator

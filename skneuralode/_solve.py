@@ -21,7 +21,7 @@ exception: the caller decides whether to retry, restore or warn.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -75,7 +75,6 @@ class SolverSettings:
     max_num_steps: int = 10_000
     step_size: float | None = None
     stiff_fallback: bool = True
-    extra_options: dict = field(default_factory=dict)
 
     @property
     def is_fixed_step(self) -> bool:
@@ -224,7 +223,7 @@ def _solve_stiff(
 
 
 def _options(settings: SolverSettings, kinks: torch.Tensor | None) -> dict:
-    options = dict(settings.extra_options)
+    options: dict = {}
     if settings.is_fixed_step:
         if settings.step_size is not None:
             options["step_size"] = settings.step_size

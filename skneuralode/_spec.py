@@ -119,8 +119,6 @@ def check_solver_settings(solver: Any) -> None:
     check_count(solver.max_num_steps, "max_num_steps", 1, MAX_SOLVER_STEPS)
     if not isinstance(solver.adjoint, bool) or not isinstance(solver.stiff_fallback, bool):
         raise ValueError("adjoint and stiff_fallback must be booleans.")
-    if solver.extra_options:
-        raise ValueError("solver options beyond the documented settings are not accepted.")
 
 
 @dataclass(frozen=True, eq=False)

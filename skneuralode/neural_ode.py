@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
+from . import _defaults as defaults
 from ._base import BaseODERegressor
 from ._problem import TrainingProblem
 from ._vector_fields import NeuralFieldSpec, feature_statistics
@@ -79,14 +80,14 @@ class NeuralODERegressor(BaseODERegressor):
         Adam's initial step in the collocation stage.
     shooting_learning_rate : float, default=3e-3
         Adam's initial step in the shooting stage.
-    segment_length : int or None, default=None
+    shooting_segment_length : int or None, default=None
         Time points per shooting segment; None picks about half a characteristic time.
-    segment_growth : bool, default=False
+    shooting_segment_growth : bool, default=False
         When the shooting loss plateaus, double the segments (up to whole trajectories)
         and continue with the remaining budget.
-    segment_batch_size : int, default=256
+    shooting_batch_size : int, default=256
         Segments integrated per shooting step.
-    continuity_weight : float, default=10.0
+    shooting_continuity_weight : float, default=10.0
         Weight of the continuity penalty between consecutive segments.
     tol : float, default=1e-4
         Relative loss improvement that counts as progress for early stopping.
@@ -114,6 +115,10 @@ class NeuralODERegressor(BaseODERegressor):
         ``fit`` (unfitted, or the previous fit). "keep_best" ends training instead: the
         best model found so far is kept and ``fit`` returns normally with a
         ``ConvergenceWarning``; ``fit`` again with ``warm_start=True`` continues from it.
+    segment_length, segment_growth, segment_batch_size, continuity_weight : deprecated
+        Former names of ``shooting_segment_length``, ``shooting_segment_growth``,
+        ``shooting_batch_size`` and ``shooting_continuity_weight`` (every stage setting
+        now starts with its stage's name). Still honoured, with a ``FutureWarning``.
 
     Attributes
     ----------
@@ -156,38 +161,43 @@ class NeuralODERegressor(BaseODERegressor):
 
     def __init__(
         self,
-        hidden_layer_sizes: Sequence[int] = (64, 64),
-        activation: str = "tanh",
+        hidden_layer_sizes: Sequence[int] = defaults.HIDDEN_LAYER_SIZES,
+        activation: str = defaults.ACTIVATION,
+        *,
         feature_map: Callable | None = None,
-        augment_dim: int = 0,
-        solver: str = "dopri5",
-        rtol: float = 1e-6,
-        atol: float = 1e-8,
-        adjoint: bool = False,
-        step_size: float | None = None,
-        max_num_steps: int = 10_000,
-        compile_field: bool = False,
-        max_iter: int = 1000,
-        collocation: bool = True,
-        shooting: bool | str = "auto",
-        polish: bool = False,
-        polish_max_iter: int = 50,
-        smoothing: str | float = "auto",
-        collocation_learning_rate: float = 1e-2,
-        shooting_learning_rate: float = 3e-3,
-        segment_length: int | None = None,
-        segment_growth: bool = False,
-        segment_batch_size: int = 256,
-        continuity_weight: float = 10.0,
-        tol: float = 1e-4,
-        n_iter_no_change: int = 50,
+        augment_dim: int = defaults.AUGMENT_DIM,
+        solver: str = defaults.SOLVER,
+        rtol: float = defaults.RTOL,
+        atol: float = defaults.ATOL,
+        adjoint: bool = defaults.ADJOINT,
+        step_size: float | None = defaults.STEP_SIZE,
+        max_num_steps: int = defaults.MAX_NUM_STEPS,
+        compile_field: bool = defaults.COMPILE_FIELD,
+        max_iter: int = defaults.MAX_ITER,
+        collocation: bool = defaults.COLLOCATION,
+        shooting: bool | str = defaults.SHOOTING,
+        polish: bool = defaults.POLISH,
+        polish_max_iter: int = defaults.POLISH_MAX_ITER,
+        smoothing: str | float = defaults.SMOOTHING,
+        collocation_learning_rate: float = defaults.COLLOCATION_LEARNING_RATE,
+        shooting_learning_rate: float = defaults.SHOOTING_LEARNING_RATE,
+        shooting_segment_length: int | None = defaults.SHOOTING_SEGMENT_LENGTH,
+        shooting_segment_growth: bool = defaults.SHOOTING_SEGMENT_GROWTH,
+        shooting_batch_size: int = defaults.SHOOTING_BATCH_SIZE,
+        shooting_continuity_weight: float = defaults.SHOOTING_CONTINUITY_WEIGHT,
+        tol: float = defaults.TOL,
+        n_iter_no_change: int = defaults.N_ITER_NO_CHANGE,
         callbacks: Sequence[Callable] | None = None,
         random_state: int | np.random.RandomState | None = None,
-        device: str = "auto",
-        dtype: str = "auto",
-        verbose: int = 0,
-        warm_start: bool = False,
-        on_interrupt: str = "raise",
+        device: str = defaults.DEVICE,
+        dtype: str = defaults.DTYPE,
+        verbose: int = defaults.VERBOSE,
+        warm_start: bool = defaults.WARM_START,
+        on_interrupt: str = defaults.ON_INTERRUPT,
+        segment_length: Any = defaults.DEPRECATED,
+        segment_growth: Any = defaults.DEPRECATED,
+        segment_batch_size: Any = defaults.DEPRECATED,
+        continuity_weight: Any = defaults.DEPRECATED,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -208,10 +218,10 @@ class NeuralODERegressor(BaseODERegressor):
         self.smoothing = smoothing
         self.collocation_learning_rate = collocation_learning_rate
         self.shooting_learning_rate = shooting_learning_rate
-        self.segment_length = segment_length
-        self.segment_growth = segment_growth
-        self.segment_batch_size = segment_batch_size
-        self.continuity_weight = continuity_weight
+        self.shooting_segment_length = shooting_segment_length
+        self.shooting_segment_growth = shooting_segment_growth
+        self.shooting_batch_size = shooting_batch_size
+        self.shooting_continuity_weight = shooting_continuity_weight
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
         self.callbacks = callbacks
@@ -221,6 +231,10 @@ class NeuralODERegressor(BaseODERegressor):
         self.verbose = verbose
         self.warm_start = warm_start
         self.on_interrupt = on_interrupt
+        self.segment_length = segment_length
+        self.segment_growth = segment_growth
+        self.segment_batch_size = segment_batch_size
+        self.continuity_weight = continuity_weight
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseODERegressor._parameter_constraints,

@@ -213,7 +213,7 @@ COMMON_HYPER_PARAMETERS = [
              ValueError, PARAMETER.format("smoothing", ".*", r"a str among \{'auto'\}", "'lots'")),
     BadInput("negative-smoothing", refit(smoothing=-1.0),
              ValueError, PARAMETER.format("smoothing", ".*", ".*float", "-1.0")),
-    BadInput("one-point-segments", refit(segment_length=1),
+    BadInput("one-point-segments", refit(shooting_segment_length=1),
              ValueError, PARAMETER.format("segment_length", ".*", "an int", "1")),
     BadInput("callback-not-callable", refit(callbacks=[1]),
              TypeError, r"^callbacks must be callables, got 1"),

@@ -18,9 +18,9 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 import skneuralode
+import skneuralode._solve
 import skneuralode._training.collocation
 import skneuralode._training.shooting
-import skneuralode._solve
 from skneuralode import NeuralODERegressor
 from skneuralode._solve import SolveResult
 
