@@ -9,6 +9,7 @@ may assume all of that.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -118,8 +119,27 @@ class TrajectoryBatch:
         return self.states[rows, first_index, columns]
 
 
+def _is_missing(value: Any) -> bool:
+    """``None`` or pandas' ``NA``: how object arrays and nullable dtypes mark a gap."""
+    if value is None:
+        return True
+    pandas = sys.modules.get("pandas")  # pd.NA exists only once pandas was imported
+    return pandas is not None and value is getattr(pandas, "NA", None)
+
+
+def _missing_as_nan(array: np.ndarray) -> np.ndarray:
+    """An object array with its ``None``/``pd.NA`` entries replaced by NaN."""
+    missing = np.frompyfunc(_is_missing, 1, 1)(array).astype(bool)
+    return np.where(missing, np.nan, array) if missing.any() else array
+
+
 def _to_numeric_array(value: Any, name: str) -> np.ndarray:
-    """Turn array-likes (numpy, pandas, lists, tensors) into a real float64 array."""
+    """Turn array-likes (numpy, pandas, lists, tensors) into a real float64 array.
+
+    Missing values in every idiom become NaN: the mask of a numpy masked array (its
+    fill value is never taken for data), pandas' ``NA`` and nullable dtypes (``Int64``,
+    ``Float64``, ``boolean``), and ``None`` or ``pd.NA`` in object arrays and lists.
+    """
     if value is None:
         raise TypeError(f"{name} must be an array of real numbers, got None.")
     if scipy.sparse.issparse(value):
@@ -127,9 +147,13 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
             f"{name} is a sparse matrix, and sparse input is not supported: trajectories "
             "are dense; pass a dense array (e.g. .toarray())."
         )
-    if hasattr(value, "to_numpy"):  # pandas Series / DataFrame
+    mask = None
+    if isinstance(value, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(value)
+        value = np.ma.getdata(value)
+    elif hasattr(value, "to_numpy"):  # pandas Series / DataFrame (nullable: pd.NA objects)
         value = value.to_numpy()
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
+    elif hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
         value = value.detach().cpu().numpy()
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got a string {value!r:.40}.")
@@ -142,7 +166,7 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
         ) from None
     if array.dtype == object:
         try:
-            array = array.astype(np.float64)
+            array = _missing_as_nan(array).astype(np.float64)
         except (TypeError, ValueError):
             raise TypeError(
                 f"{name} must hold real numbers, got values of type "
@@ -160,7 +184,10 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
         )
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}.")
-    return array.astype(np.float64, copy=False)
+    array = array.astype(np.float64, copy=False)
+    if mask is not None and mask.any():
+        array = np.where(mask, np.nan, array)  # a new array: the caller's data stays as is
+    return array
 
 
 def _is_ragged(value: Any) -> bool:
@@ -180,7 +207,10 @@ def _check_one_time_grid(times: np.ndarray, name: str, min_points: int) -> np.nd
             f"{name} needs at least {min_points} time point(s) per trajectory, got {times.size}."
         )
     if not np.all(np.isfinite(times)):
-        raise ValueError(f"{name} must be finite: it contains NaN or inf.")
+        raise ValueError(
+            f"{name} must be finite: it contains NaN or inf (a missing time, masked or NA, "
+            "reads as NaN)."
+        )
     order = np.argsort(times, kind="stable")
     sorted_times = times[order]
     if np.any(np.diff(sorted_times) == 0):
