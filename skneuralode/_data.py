@@ -10,6 +10,7 @@ may assume all of that.
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -19,6 +20,15 @@ import scipy.sparse
 LayoutKind = Literal["single", "shared", "grids", "ragged"]
 
 _MAX_MAGNITUDE = 1e150  # squares of larger states overflow the statistics of scaling
+
+# Ragged trajectories are padded to the longest one. Padding that outweighs the data this
+# many times over is worth a warning once it is large enough to matter...
+PADDING_WARNING_RATIO = 50
+PADDING_WARNING_BYTES = 256 * 2**20
+# ... and padding (what the batch adds beyond the caller's values) past this size is
+# refused before it is allocated: training copies the batch several times more (torch
+# tensors, smoothed states, segments), so 4 GiB of padding alone exhausts most machines.
+MAX_PADDING_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -330,6 +340,47 @@ def _states_per_trajectory(
     return [array[order] for array, order in zip(arrays, grids.orders, strict=True)], grids
 
 
+def _check_padding_cost(lengths: np.ndarray, n_states: int) -> None:
+    """Refuse, or warn about, padding ragged trajectories to the longest one when the
+    padding costs far more memory than the data; before anything is allocated.
+
+    The batch holds ``n_traj * n_max * (n_states + 1)`` float64 values (times and states).
+    """
+    values_per_point = n_states + 1
+    real_bytes = 8 * int(lengths.sum()) * values_per_point
+    padded_bytes = 8 * len(lengths) * int(lengths.max()) * values_per_point
+    padding_bytes = padded_bytes - real_bytes
+    too_large = padding_bytes > MAX_PADDING_BYTES
+    wasteful = padding_bytes > PADDING_WARNING_BYTES and (
+        padded_bytes > PADDING_WARNING_RATIO * real_bytes
+    )
+    if not (too_large or wasteful):
+        return
+    cost = (
+        f"padding {len(lengths)} trajectories of {int(lengths.min())} to {int(lengths.max())} "
+        f"time points (median {int(np.median(lengths))}) to the longest one takes "
+        f"{_in_bytes(padded_bytes)} (n_traj * n_max * (n_states + 1) float64 values) for "
+        f"{_in_bytes(real_bytes)} of data, and training copies it several times"
+    )
+    advice = (
+        "Cut the long trajectories into pieces of similar length (each piece a trajectory "
+        "of its own) or resample them more coarsely."
+    )
+    if too_large:
+        raise ValueError(
+            f"t and y: {cost}; the padding alone would exceed {_in_bytes(MAX_PADDING_BYTES)}. "
+            + advice
+        )
+    warnings.warn(f"t and y: {cost}. {advice}", UserWarning, stacklevel=4)
+
+
+def _in_bytes(size: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} bytes"
+
+
 def validate_trajectories(t: Any, y: Any) -> TrajectoryBatch:
     """Validate ``fit``/``score`` data and pad it into a :class:`TrajectoryBatch`.
 
@@ -361,6 +412,7 @@ def validate_trajectories(t: Any, y: Any) -> TrajectoryBatch:
     lengths = np.array([len(times) for times in grids.sorted_times])
     n_max = int(lengths.max())
     n_states = sorted_states[0].shape[1]
+    _check_padding_cost(lengths, n_states)
     times = np.empty((len(lengths), n_max))
     states = np.full((len(lengths), n_max, n_states), np.nan)
     for i, (grid, values) in enumerate(zip(grids.sorted_times, sorted_states, strict=True)):

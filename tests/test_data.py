@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 import torch
 from numpy.testing import assert_array_equal
 
+import skneuralode._data
 from skneuralode._data import validate_states, validate_times, validate_trajectories
 
 T = np.linspace(0.0, 2.0, 6)
@@ -347,3 +349,28 @@ def test_a_fit_on_missing_values_equals_the_fit_on_nan(missing: object) -> None:
         gappy.data[gappy.mask] = 1e20  # the fill value must never be fitted as data
     predicted = NeuralODERegressor(**TINY).fit(t, gappy).predict(t)
     np.testing.assert_allclose(predicted, reference, rtol=0.0, atol=1e-12)
+
+
+# ------------------------------------------------------------- the cost of padding
+def ragged_with_one_long_trajectory(n_long: int, n_short: int) -> tuple[list, list]:
+    lengths = [n_long] + [2] * n_short
+    return [np.arange(float(n)) for n in lengths], [np.zeros(n) for n in lengths]
+
+
+def test_padding_that_would_exhaust_memory_is_refused_with_its_cost() -> None:
+    t, y = ragged_with_one_long_trajectory(2_000_000, 300)  # 9 GiB padded, 30 MiB of data
+    with pytest.raises(ValueError, match=r"t and y: padding 301 trajectories .* 9\.0 GiB"):
+        validate_trajectories(t, y)
+
+
+def test_wasteful_padding_is_warned_about_with_its_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(skneuralode._data, "PADDING_WARNING_BYTES", 2**20)
+    t, y = ragged_with_one_long_trajectory(2_000, 100)  # 3.1 MiB padded, 35 KiB of data
+    with pytest.warns(UserWarning, match=r"t and y: padding 101 trajectories .* 3\.1 MiB"):
+        batch = validate_trajectories(t, y)
+    assert batch.states.shape == (101, 2_000, 1)
+    t, y = ragged_with_one_long_trajectory(100_000, 10)  # 15 MiB of padding, but 11 times
+    # the data: not wasteful enough to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate_trajectories(t, y)
