@@ -9,6 +9,8 @@ may assume all of that.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -18,6 +20,15 @@ import scipy.sparse
 LayoutKind = Literal["single", "shared", "grids", "ragged"]
 
 _MAX_MAGNITUDE = 1e150  # squares of larger states overflow the statistics of scaling
+
+# Ragged trajectories are padded to the longest one. Padding that outweighs the data this
+# many times over is worth a warning once it is large enough to matter...
+PADDING_WARNING_RATIO = 50
+PADDING_WARNING_BYTES = 256 * 2**20
+# ... and padding (what the batch adds beyond the caller's values) past this size is
+# refused before it is allocated: training copies the batch several times more (torch
+# tensors, smoothed states, segments), so 4 GiB of padding alone exhausts most machines.
+MAX_PADDING_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -126,8 +137,27 @@ class TrajectoryBatch:
         return self.states[rows, first_index, columns]
 
 
+def _is_missing(value: Any) -> bool:
+    """``None`` or pandas' ``NA``: how object arrays and nullable dtypes mark a gap."""
+    if value is None:
+        return True
+    pandas = sys.modules.get("pandas")  # pd.NA exists only once pandas was imported
+    return pandas is not None and value is getattr(pandas, "NA", None)
+
+
+def _missing_as_nan(array: np.ndarray) -> np.ndarray:
+    """An object array with its ``None``/``pd.NA`` entries replaced by NaN."""
+    missing = np.frompyfunc(_is_missing, 1, 1)(array).astype(bool)
+    return np.where(missing, np.nan, array) if missing.any() else array
+
+
 def _to_numeric_array(value: Any, name: str) -> np.ndarray:
-    """Turn array-likes (numpy, pandas, lists, tensors) into a real float64 array."""
+    """Turn array-likes (numpy, pandas, lists, tensors) into a real float64 array.
+
+    Missing values in every idiom become NaN: the mask of a numpy masked array (its
+    fill value is never taken for data), pandas' ``NA`` and nullable dtypes (``Int64``,
+    ``Float64``, ``boolean``), and ``None`` or ``pd.NA`` in object arrays and lists.
+    """
     if value is None:
         raise TypeError(f"{name} must be an array of real numbers, got None.")
     if scipy.sparse.issparse(value):
@@ -135,9 +165,13 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
             f"{name} is a sparse matrix, and sparse input is not supported: trajectories "
             "are dense; pass a dense array (e.g. .toarray())."
         )
-    if hasattr(value, "to_numpy"):  # pandas Series / DataFrame
+    mask = None
+    if isinstance(value, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(value)
+        value = np.ma.getdata(value)
+    elif hasattr(value, "to_numpy"):  # pandas Series / DataFrame (nullable: pd.NA objects)
         value = value.to_numpy()
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
+    elif hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
         value = value.detach().cpu().numpy()
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got a string {value!r:.40}.")
@@ -150,7 +184,7 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
         ) from None
     if array.dtype == object:
         try:
-            array = array.astype(np.float64)
+            array = _missing_as_nan(array).astype(np.float64)
         except (TypeError, ValueError):
             raise TypeError(
                 f"{name} must hold real numbers, got values of type "
@@ -168,7 +202,10 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
         )
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}.")
-    return array.astype(np.float64, copy=False)
+    array = array.astype(np.float64, copy=False)
+    if mask is not None and mask.any():
+        array = np.where(mask, np.nan, array)  # a new array: the caller's data stays as is
+    return array
 
 
 def _is_ragged(value: Any) -> bool:
@@ -188,7 +225,10 @@ def _check_one_time_grid(times: np.ndarray, name: str, min_points: int) -> np.nd
             f"{name} needs at least {min_points} time point(s) per trajectory, got {times.size}."
         )
     if not np.all(np.isfinite(times)):
-        raise ValueError(f"{name} must be finite: it contains NaN or inf.")
+        raise ValueError(
+            f"{name} must be finite: it contains NaN or inf (a missing time, masked or NA, "
+            "reads as NaN)."
+        )
     order = np.argsort(times, kind="stable")
     sorted_times = times[order]
     if np.any(np.diff(sorted_times) == 0):
@@ -304,6 +344,47 @@ def _states_per_trajectory(
     return [array[order] for array, order in zip(arrays, grids.orders, strict=True)], grids
 
 
+def _check_padding_cost(lengths: np.ndarray, n_states: int) -> None:
+    """Refuse, or warn about, padding ragged trajectories to the longest one when the
+    padding costs far more memory than the data; before anything is allocated.
+
+    The batch holds ``n_traj * n_max * (n_states + 1)`` float64 values (times and states).
+    """
+    values_per_point = n_states + 1
+    real_bytes = 8 * int(lengths.sum()) * values_per_point
+    padded_bytes = 8 * len(lengths) * int(lengths.max()) * values_per_point
+    padding_bytes = padded_bytes - real_bytes
+    too_large = padding_bytes > MAX_PADDING_BYTES
+    wasteful = padding_bytes > PADDING_WARNING_BYTES and (
+        padded_bytes > PADDING_WARNING_RATIO * real_bytes
+    )
+    if not (too_large or wasteful):
+        return
+    cost = (
+        f"padding {len(lengths)} trajectories of {int(lengths.min())} to {int(lengths.max())} "
+        f"time points (median {int(np.median(lengths))}) to the longest one takes "
+        f"{_in_bytes(padded_bytes)} (n_traj * n_max * (n_states + 1) float64 values) for "
+        f"{_in_bytes(real_bytes)} of data, and training copies it several times"
+    )
+    advice = (
+        "Cut the long trajectories into pieces of similar length (each piece a trajectory "
+        "of its own) or resample them more coarsely."
+    )
+    if too_large:
+        raise ValueError(
+            f"t and y: {cost}; the padding alone would exceed {_in_bytes(MAX_PADDING_BYTES)}. "
+            + advice
+        )
+    warnings.warn(f"t and y: {cost}. {advice}", UserWarning, stacklevel=4)
+
+
+def _in_bytes(size: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} bytes"
+
+
 def validate_trajectories(t: Any, y: Any) -> TrajectoryBatch:
     """Validate ``fit``/``score`` data and pad it into a :class:`TrajectoryBatch`.
 
@@ -335,6 +416,7 @@ def validate_trajectories(t: Any, y: Any) -> TrajectoryBatch:
     lengths = np.array([len(times) for times in grids.sorted_times])
     n_max = int(lengths.max())
     n_states = sorted_states[0].shape[1]
+    _check_padding_cost(lengths, n_states)
     times = np.empty((len(lengths), n_max))
     states = np.full((len(lengths), n_max, n_states), np.nan)
     for i, (grid, values) in enumerate(zip(grids.sorted_times, sorted_states, strict=True)):

@@ -1,7 +1,14 @@
-"""Declared constraints of the shared constructor arguments (checked at ``fit``)."""
+"""Declared constraints of the shared constructor arguments (checked at ``fit``).
+
+Every setting is bounded where the libraries underneath are, so that a value no machine
+can honour is a ``ValueError`` naming it, at the door, rather than an overflow deep in
+torch or torchdiffeq, or an allocation that exhausts memory. The caps are public names:
+the file loader checks a saved model's settings against them before allocating anything.
+"""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from numbers import Integral, Real
 from typing import Any
 
@@ -10,43 +17,99 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._solve import SOLVER_NAMES
 from ._vector_fields import ACTIVATIONS
 
+#: Most iterations, solver steps, time points per segment and segments per batch.
+#: torchdiffeq keeps ``max_num_steps`` in an int32 tensor (10**30 overflowed there), and
+#: our step budget adds one to it; 10**9 stays inside int32 with room to spare, and is
+#: more steps than any fit finishes (at a microsecond a step, a quarter of an hour per
+#: solve).
+MAX_ITERATIONS = 10**9
+
+#: Widest hidden layer. One dense layer between two such widths holds 2**30 weights
+#: (8 GiB in float64), below the 2**31 elements where int32 indexing in BLAS and in some
+#: torch kernels ends; no vector field needs a fraction of it.
+MAX_LAYER_WIDTH = 2**15
+
+#: Most augmented dimensions: they widen the network's input and output layers and every
+#: trajectory's initial state, so they are capped as a layer width is.
+MAX_AUGMENT_DIM = MAX_LAYER_WIDTH
+
+#: Most hidden layers. Each is a torch module called at every field evaluation; a
+#: thousand is already far deeper than a vector field is ever trained, and a tuple of
+#: millions of narrow layers would exhaust memory in Python objects, not in weights.
+MAX_HIDDEN_LAYERS = 1_000
+
+#: Most weights and biases of the network. 10**8 float64 parameters are 800 MB; training
+#: keeps the gradients, the optimiser's two moments and a copy of the best weights, which
+#: makes about 4 GB. Typical neural-ODE fields have 10**3 to 10**5.
+MAX_PARAMETERS = 10**8
+
+# sklearn's Interval refuses NaN always, and refuses inf and -inf wherever the interval
+# is open towards them: every real-valued setting below leaves its upper end open at
+# None (so inf is out) and starts at 0 (so -inf is out); tests/test_params.py checks it.
+_POSITIVE = Interval(Real, 0, None, closed="neither")
+_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
+
+
+def _count(low: int, high: int = MAX_ITERATIONS) -> Interval:
+    return Interval(Integral, low, high, closed="both")
+
+
 COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "hidden_layer_sizes": ["array-like"],
     "activation": [StrOptions(set(ACTIVATIONS))],
-    "augment_dim": [Interval(Integral, 0, None, closed="left")],
+    "augment_dim": [_count(0, MAX_AUGMENT_DIM)],
     "solver": [StrOptions(set(SOLVER_NAMES))],
-    "rtol": [Interval(Real, 0, None, closed="neither")],
-    "atol": [Interval(Real, 0, None, closed="neither")],
+    "rtol": [_POSITIVE],
+    "atol": [_POSITIVE],
     "adjoint": ["boolean"],
     "compile_field": ["boolean"],
-    "step_size": [Interval(Real, 0, None, closed="neither"), None],
-    "max_num_steps": [Interval(Integral, 1, None, closed="left")],
-    "max_iter": [Interval(Integral, 1, None, closed="left")],
+    "step_size": [_POSITIVE, None],
+    "max_num_steps": [_count(1)],
+    "max_iter": [_count(1)],
     "collocation": ["boolean"],
     "shooting": ["boolean", StrOptions({"auto"})],
     "polish": ["boolean"],
-    "polish_max_iter": [Interval(Integral, 1, None, closed="left")],
-    "smoothing": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
-    "collocation_learning_rate": [Interval(Real, 0, None, closed="neither")],
-    "shooting_learning_rate": [Interval(Real, 0, None, closed="neither")],
-    "segment_length": [Interval(Integral, 2, None, closed="left"), None],
+    "polish_max_iter": [_count(1)],
+    "smoothing": [StrOptions({"auto"}), _NON_NEGATIVE],
+    "collocation_learning_rate": [_POSITIVE],
+    "shooting_learning_rate": [_POSITIVE],
+    "segment_length": [_count(2), None],
     "segment_growth": ["boolean"],
-    "segment_batch_size": [Interval(Integral, 1, None, closed="left")],
-    "continuity_weight": [Interval(Real, 0, None, closed="left")],
-    "tol": [Interval(Real, 0, None, closed="left")],
-    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "segment_batch_size": [_count(1)],
+    "continuity_weight": [_NON_NEGATIVE],
+    "tol": [_NON_NEGATIVE],
+    "n_iter_no_change": [_count(1)],
     "callbacks": [list, tuple, None],
     "random_state": ["random_state"],
     "device": [str],
     "dtype": [StrOptions({"auto", "float32", "float64"})],
-    "verbose": ["verbose"],
+    "verbose": [_count(0), "boolean"],
     "warm_start": ["boolean"],
     "on_interrupt": [StrOptions({"raise", "keep_best"})],
 }
 
 
 def check_hidden_layer_sizes(value: Any) -> tuple[int, ...]:
-    """A tuple of positive layer widths (``()`` = no hidden layer)."""
+    """A tuple of positive layer widths (``()`` = no hidden layer), within the caps.
+
+    Parameters
+    ----------
+    value : sequence of int
+        The ``hidden_layer_sizes`` setting.
+
+    Returns
+    -------
+    tuple of int
+        The widths as Python integers.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a sequence.
+    ValueError
+        If a width is not a positive integer up to :data:`MAX_LAYER_WIDTH`, or there are
+        more than :data:`MAX_HIDDEN_LAYERS` layers.
+    """
     try:
         widths = tuple(value)
     except TypeError:
@@ -58,7 +121,66 @@ def check_hidden_layer_sizes(value: Any) -> tuple[int, ...]:
             raise ValueError(
                 f"hidden_layer_sizes must be a tuple of positive integers, got {value!r}."
             )
+        if width > MAX_LAYER_WIDTH:
+            raise ValueError(
+                f"hidden_layer_sizes holds a layer of width {int(width)}; the widest allowed "
+                f"is MAX_LAYER_WIDTH={MAX_LAYER_WIDTH} (one layer between two such widths "
+                "already holds 2**30 weights)."
+            )
+    if len(widths) > MAX_HIDDEN_LAYERS:
+        raise ValueError(
+            f"hidden_layer_sizes has {len(widths)} layers; at most "
+            f"MAX_HIDDEN_LAYERS={MAX_HIDDEN_LAYERS} are allowed."
+        )
     return tuple(int(width) for width in widths)
+
+
+def check_total_parameters(
+    n_inputs: int, hidden_layer_sizes: tuple[int, ...], n_outputs: int
+) -> int:
+    """Count the weights and biases of a dense network, refusing more than the cap.
+
+    Called before the network is built, so that a network too large for memory is a
+    clear error rather than an allocation failure.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Width of the network's input (features, augmented dimensions included).
+    hidden_layer_sizes : tuple of int
+        Hidden widths, as :func:`check_hidden_layer_sizes` accepts them.
+    n_outputs : int
+        Width of the network's output.
+
+    Returns
+    -------
+    int
+        ``sum((a + 1) * b)`` over consecutive widths ``a, b`` of
+        ``(n_inputs, *hidden_layer_sizes, n_outputs)``: the parameters of
+        ``multilayer_perceptron`` (no hidden layer: one linear map).
+
+    Raises
+    ------
+    ValueError
+        If the count exceeds :data:`MAX_PARAMETERS`; the message names
+        ``hidden_layer_sizes`` and the count.
+
+    Examples
+    --------
+    >>> check_total_parameters(2, (64, 64), 2)
+    4482
+    """
+    widths = (int(n_inputs), *check_hidden_layer_sizes(hidden_layer_sizes), int(n_outputs))
+    total = sum((width_in + 1) * width_out for width_in, width_out in pairwise(widths))
+    if total > MAX_PARAMETERS:
+        raise ValueError(
+            f"hidden_layer_sizes={tuple(widths[1:-1])} with {widths[0]} inputs and "
+            f"{widths[-1]} outputs makes a network of {total:,} parameters; at most "
+            f"MAX_PARAMETERS={MAX_PARAMETERS:,} are allowed (about "
+            f"{8 * total / 2**30:.1f} GiB of float64 weights before gradients and optimiser "
+            "state). Use narrower or fewer layers."
+        )
+    return total
 
 
 def check_callbacks(callbacks: Any) -> tuple[Any, ...]:

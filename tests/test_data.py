@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from numpy.testing import assert_array_equal
 
+import skneuralode._data
 from skneuralode._data import validate_states, validate_times, validate_trajectories
 
 T = np.linspace(0.0, 2.0, 6)
@@ -234,3 +238,139 @@ def test_validate_states() -> None:
 def test_malformed_validate_states(value: np.ndarray, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         validate_states(value, 2, name="y0")
+
+
+# ------------------------------------------------------ missing values in every idiom
+#: A tiny fit, enough to tell whether two inputs were read as the same data.
+TINY = {"hidden_layer_sizes": (8,), "max_iter": 20, "device": "cpu", "random_state": 0}
+
+
+def with_gaps(y: np.ndarray) -> np.ndarray:
+    """``y`` with a few values not observed (NaN)."""
+    gappy = y.copy()
+    gappy[1, 0] = gappy[3, 1] = gappy[4, 0] = np.nan
+    return gappy
+
+
+def test_a_masked_array_reads_as_nan_and_its_fill_value_is_never_data() -> None:
+    reference = with_gaps(Y)
+    masked = np.ma.masked_invalid(reference)
+    masked.data[np.isnan(reference)] = 1e20  # what numpy's default fill value looks like
+    batch = validate_trajectories(T, masked)
+    assert_array_equal(batch.states[0], reference)
+    assert masked.data[1, 0] == 1e20  # the caller's array is left as it was
+    integers = np.ma.masked_array(np.arange(12).reshape(6, 2), mask=np.isnan(reference))
+    assert_array_equal(np.isnan(validate_trajectories(T, integers).states[0]), np.isnan(reference))
+
+
+def test_masked_times_are_missing_times_and_refused() -> None:
+    t = np.ma.masked_array(T, mask=[False, True, False, False, False, False])
+    with pytest.raises(ValueError, match=r"t must be finite.*masked or NA"):
+        validate_trajectories(t, Y)
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        pytest.param(lambda y: pd.DataFrame(y).astype("Float64"), id="Float64"),
+        pytest.param(
+            lambda y: pd.DataFrame(y).astype(object).where(~np.isnan(y), pd.NA), id="object-NA"
+        ),
+        pytest.param(
+            lambda y: pd.DataFrame(y).astype(object).where(~np.isnan(y), None), id="object-None"
+        ),
+        pytest.param(
+            lambda y: [[pd.NA if np.isnan(v) else v for v in row] for row in y], id="list-NA"
+        ),
+        pytest.param(
+            lambda y: [[None if np.isnan(v) else v for v in row] for row in y], id="list-None"
+        ),
+    ],
+)
+def test_pandas_na_none_and_nullable_dtypes_read_as_nan(convert: object) -> None:
+    reference = with_gaps(Y)
+    batch = validate_trajectories(T, convert(reference))
+    assert_array_equal(batch.states[0], reference)
+
+
+def test_nullable_integer_and_boolean_columns_with_na() -> None:
+    frame = pd.DataFrame(
+        {
+            "count": pd.array([1, None, 3, 4, 5, 6], dtype="Int64"),
+            "on": pd.array([True, False, None, True, True, False], dtype="boolean"),
+        }
+    )
+    states = validate_trajectories(T, frame).states[0]
+    assert_array_equal(states[:, 0], [1.0, np.nan, 3.0, 4.0, 5.0, 6.0])
+    assert_array_equal(states[:, 1], [1.0, 0.0, np.nan, 1.0, 1.0, 0.0])
+
+
+def test_nullable_times_without_na_are_times_and_with_na_are_refused() -> None:
+    for dtype in ("Int64", "Float64"):
+        t = pd.Series(np.arange(6), dtype=dtype)
+        assert_array_equal(validate_trajectories(t, Y).times[0], np.arange(6.0))
+    with pytest.raises(ValueError, match="t must be finite"):
+        validate_trajectories(pd.Series([0, 1, None, 3, 4, 5], dtype="Int64"), Y)
+    with pytest.raises(ValueError, match=r"t\[1\] must be finite"):
+        validate_trajectories([T, [0.0, pd.NA, 2.0]], [Y, Y[:3]])
+
+
+def test_none_reads_as_nan_without_pandas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "pandas")  # pandas is a development extra only
+    batch = validate_trajectories(
+        T, [[None if np.isnan(v) else v for v in r] for r in with_gaps(Y)]
+    )
+    assert_array_equal(batch.states[0], with_gaps(Y))
+
+
+def test_tensors_keep_their_values_and_nan() -> None:
+    reference = with_gaps(Y)
+    batch = validate_trajectories(torch.as_tensor(T), torch.as_tensor(reference))
+    assert_array_equal(batch.states[0], reference)
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        pytest.param(np.ma.masked_invalid, id="masked"),
+        pytest.param(lambda y: pd.DataFrame(y).astype("Float64"), id="pandas-NA"),
+    ],
+)
+def test_a_fit_on_missing_values_equals_the_fit_on_nan(missing: object) -> None:
+    from skneuralode import NeuralODERegressor
+
+    t = np.linspace(0.0, 4.0, 20)
+    y = np.column_stack([np.cos(t), -np.sin(t)])
+    y[[2, 7, 11], 0] = np.nan
+    y[[5, 13], 1] = np.nan
+    reference = NeuralODERegressor(**TINY).fit(t, y).predict(t)
+    gappy = missing(y)
+    if isinstance(gappy, np.ma.MaskedArray):
+        gappy.data[gappy.mask] = 1e20  # the fill value must never be fitted as data
+    predicted = NeuralODERegressor(**TINY).fit(t, gappy).predict(t)
+    np.testing.assert_allclose(predicted, reference, rtol=0.0, atol=1e-12)
+
+
+# ------------------------------------------------------------- the cost of padding
+def ragged_with_one_long_trajectory(n_long: int, n_short: int) -> tuple[list, list]:
+    lengths = [n_long] + [2] * n_short
+    return [np.arange(float(n)) for n in lengths], [np.zeros(n) for n in lengths]
+
+
+def test_padding_that_would_exhaust_memory_is_refused_with_its_cost() -> None:
+    t, y = ragged_with_one_long_trajectory(2_000_000, 300)  # 9 GiB padded, 30 MiB of data
+    with pytest.raises(ValueError, match=r"t and y: padding 301 trajectories .* 9\.0 GiB"):
+        validate_trajectories(t, y)
+
+
+def test_wasteful_padding_is_warned_about_with_its_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(skneuralode._data, "PADDING_WARNING_BYTES", 2**20)
+    t, y = ragged_with_one_long_trajectory(2_000, 100)  # 3.1 MiB padded, 35 KiB of data
+    with pytest.warns(UserWarning, match=r"t and y: padding 101 trajectories .* 3\.1 MiB"):
+        batch = validate_trajectories(t, y)
+    assert batch.states.shape == (101, 2_000, 1)
+    t, y = ragged_with_one_long_trajectory(100_000, 10)  # 15 MiB of padding, but 11 times
+    # the data: not wasteful enough to warn about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate_trajectories(t, y)

@@ -22,6 +22,12 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode._params import (
+    MAX_AUGMENT_DIM,
+    MAX_HIDDEN_LAYERS,
+    MAX_ITERATIONS,
+    MAX_LAYER_WIDTH,
+)
 
 from .support import (
     QUICK,
@@ -200,7 +206,7 @@ COMMON_HYPER_PARAMETERS = [
     BadInput("negative-max_iter",
              refit(max_iter=-1),
              ValueError,
-             PARAMETER.format("max_iter", ".*", r"an int in the range \[1, inf\)", "-1")),
+             PARAMETER.format("max_iter", ".*", r"an int in the range \[1, 1000000000\]", "-1")),
     BadInput("fractional-max_iter", refit(max_iter=2.5),
              ValueError, PARAMETER.format("max_iter", ".*", "an int", "2.5")),
     BadInput("negative-augment_dim", refit(augment_dim=-1),
@@ -401,10 +407,75 @@ UNIVERSAL_ONLY = [
 ]
 # fmt: on
 
-NEURAL_CASES = COMMON_FIT_DATA + COMMON_HYPER_PARAMETERS + COMMON_PREDICTION + NEURAL_ONLY
+#: Integer settings and (lowest, highest) allowed value: the highest is where torch and
+#: torchdiffeq stop coping (int32 counts) or memory would run out (layer sizes).
+INTEGER_LIMITS = {
+    "max_num_steps": (1, MAX_ITERATIONS),
+    "max_iter": (1, MAX_ITERATIONS),
+    "polish_max_iter": (1, MAX_ITERATIONS),
+    "segment_batch_size": (1, MAX_ITERATIONS),
+    "n_iter_no_change": (1, MAX_ITERATIONS),
+    "segment_length": (2, MAX_ITERATIONS),
+    "augment_dim": (0, MAX_AUGMENT_DIM),
+    "verbose": (0, MAX_ITERATIONS),
+}
+#: Real settings: each must be finite (NaN and inf are never a tolerance or a rate).
+REAL_SETTINGS = [
+    "rtol",
+    "atol",
+    "step_size",
+    "collocation_learning_rate",
+    "shooting_learning_rate",
+    "continuity_weight",
+    "tol",
+    "smoothing",
+]
+
+LIMITS = [
+    *(
+        BadInput(
+            f"{name}-beyond-its-cap",
+            refit(**{name: high + 1}),
+            ValueError,
+            PARAMETER.format(name, ".*", rf"an int in the range \[{low}, {high}\]", high + 1),
+        )
+        for name, (low, high) in INTEGER_LIMITS.items()
+    ),
+    BadInput(
+        "max_num_steps-that-overflowed-torchdiffeq",
+        refit(max_num_steps=10**30),
+        ValueError,
+        PARAMETER.format("max_num_steps", ".*", "an int in the range", 10**30),
+    ),
+    *(
+        BadInput(
+            f"{name}-{value}",
+            refit(**{name: value}),
+            ValueError,
+            PARAMETER.format(name, ".*", ".*float", value),
+        )
+        for name in REAL_SETTINGS
+        for value in (math.nan, math.inf, -math.inf)
+    ),
+    BadInput(
+        "layer-wider-than-the-cap",
+        refit(hidden_layer_sizes=(8, MAX_LAYER_WIDTH + 1)),
+        ValueError,
+        rf"^hidden_layer_sizes holds a layer of width {MAX_LAYER_WIDTH + 1}; the widest",
+    ),
+    BadInput(
+        "more-layers-than-the-cap",
+        refit(hidden_layer_sizes=(2,) * (MAX_HIDDEN_LAYERS + 1)),
+        ValueError,
+        rf"^hidden_layer_sizes has {MAX_HIDDEN_LAYERS + 1} layers; at most",
+    ),
+]
+
+NEURAL_CASES = COMMON_FIT_DATA + COMMON_HYPER_PARAMETERS + LIMITS + COMMON_PREDICTION + NEURAL_ONLY
 UNIVERSAL_CASES = (
     [case for case in COMMON_FIT_DATA if case.name != "warm-start-with-other-states"]
     + COMMON_HYPER_PARAMETERS
+    + LIMITS
     + COMMON_PREDICTION
     + UNIVERSAL_ONLY
 )
