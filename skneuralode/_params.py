@@ -8,40 +8,21 @@ the file loader checks a saved model's settings against them before allocating a
 
 from __future__ import annotations
 
-from itertools import pairwise
 from numbers import Integral, Real
 from typing import Any
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._solve import SOLVER_NAMES
+from ._spec import (
+    MAX_AUGMENT_DIM,
+    MAX_HIDDEN_LAYERS,
+    MAX_ITERATIONS,
+    MAX_LAYER_WIDTH,
+    MAX_PARAMETERS,
+    mlp_parameter_count,
+)
 from ._vector_fields import ACTIVATIONS
-
-#: Most iterations, solver steps, time points per segment and segments per batch.
-#: torchdiffeq keeps ``max_num_steps`` in an int32 tensor (10**30 overflowed there), and
-#: our step budget adds one to it; 10**9 stays inside int32 with room to spare, and is
-#: more steps than any fit finishes (at a microsecond a step, a quarter of an hour per
-#: solve).
-MAX_ITERATIONS = 10**9
-
-#: Widest hidden layer. One dense layer between two such widths holds 2**30 weights
-#: (8 GiB in float64), below the 2**31 elements where int32 indexing in BLAS and in some
-#: torch kernels ends; no vector field needs a fraction of it.
-MAX_LAYER_WIDTH = 2**15
-
-#: Most augmented dimensions: they widen the network's input and output layers and every
-#: trajectory's initial state, so they are capped as a layer width is.
-MAX_AUGMENT_DIM = MAX_LAYER_WIDTH
-
-#: Most hidden layers. Each is a torch module called at every field evaluation; a
-#: thousand is already far deeper than a vector field is ever trained, and a tuple of
-#: millions of narrow layers would exhaust memory in Python objects, not in weights.
-MAX_HIDDEN_LAYERS = 1_000
-
-#: Most weights and biases of the network. 10**8 float64 parameters are 800 MB; training
-#: keeps the gradients, the optimiser's two moments and a copy of the best weights, which
-#: makes about 4 GB. Typical neural-ODE fields have 10**3 to 10**5.
-MAX_PARAMETERS = 10**8
 
 # sklearn's Interval refuses NaN always, and refuses inf and -inf wherever the interval
 # is open towards them: every real-valued setting below leaves its upper end open at
@@ -171,7 +152,7 @@ def check_total_parameters(
     4482
     """
     widths = (int(n_inputs), *check_hidden_layer_sizes(hidden_layer_sizes), int(n_outputs))
-    total = sum((width_in + 1) * width_out for width_in, width_out in pairwise(widths))
+    total = mlp_parameter_count(widths[0], widths[1:-1], widths[-1])
     if total > MAX_PARAMETERS:
         raise ValueError(
             f"hidden_layer_sizes={tuple(widths[1:-1])} with {widths[0]} inputs and "

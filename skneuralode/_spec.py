@@ -34,14 +34,38 @@ if TYPE_CHECKING:
 DType = Literal["float32", "float64"]
 TORCH_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 
-# Bounds a model description must respect, whoever wrote it (a fit or a file).
+# Bounds every model description respects, whoever wrote it (a fit or a file). The
+# constructor's constraints (``_params``) use the same numbers.
+
+#: Most iterations, solver steps, time points per segment and segments per batch.
+#: torchdiffeq keeps ``max_num_steps`` in an int32 tensor (10**30 overflowed there), and
+#: our step budget adds one to it; 10**9 stays inside int32 with room to spare, and is
+#: more steps than any fit finishes (at a microsecond a step, a quarter of an hour per
+#: solve).
+MAX_ITERATIONS = 10**9
+
+#: Widest hidden layer. One dense layer between two such widths holds 2**30 weights
+#: (8 GiB in float64), below the 2**31 elements where int32 indexing in BLAS and in some
+#: torch kernels ends; no vector field needs a fraction of it.
+MAX_LAYER_WIDTH = 2**15
+
+#: Most augmented dimensions: they widen the network's input and output layers and every
+#: trajectory's initial state, so they are capped as a layer width is.
+MAX_AUGMENT_DIM = MAX_LAYER_WIDTH
+
+#: Most hidden layers. Each is a torch module called at every field evaluation; a
+#: thousand is already far deeper than a vector field is ever trained, and a tuple of
+#: millions of narrow layers would exhaust memory in Python objects, not in weights.
+MAX_HIDDEN_LAYERS = 1_000
+
+#: Most weights and biases of the network. 10**8 float64 parameters are 800 MB; training
+#: keeps the gradients, the optimiser's two moments and a copy of the best weights, which
+#: makes about 4 GB. Typical neural-ODE fields have 10**3 to 10**5.
+MAX_PARAMETERS = 10**8
+
+#: Most observed states, and most trajectories of one fit.
 MAX_STATES = 10_000
-MAX_AUGMENTED_STATES = 10_000
 MAX_TRAJECTORIES = 10_000_000
-MAX_LAYER_WIDTH = 1_000_000
-MAX_LAYERS = 1_000
-MAX_PARAMETERS = 200_000_000  # 1.6 GB of float64 weights
-MAX_SOLVER_STEPS = 2**31 - 1  # torchdiffeq and LSODA count steps in 32-bit integers
 
 
 class FieldSpec(ABC):
@@ -83,7 +107,7 @@ def check_layer_sizes(value: Any, name: str = "hidden_layer_sizes") -> tuple[int
     """A tuple of layer widths within the bounds above."""
     if not isinstance(value, (tuple, list)):
         raise ValueError(f"{name} must be a tuple of positive integers, got {value!r}.")
-    check_count(len(value), f"the number of layers in {name}", 0, MAX_LAYERS)
+    check_count(len(value), f"the number of layers in {name}", 0, MAX_HIDDEN_LAYERS)
     return tuple(check_count(width, f"{name} width", 1, MAX_LAYER_WIDTH) for width in value)
 
 
@@ -116,7 +140,7 @@ def check_solver_settings(solver: Any) -> None:
     check_finite(solver.rtol, "rtol", positive=True)
     check_finite(solver.atol, "atol", positive=True)
     check_finite(solver.step_size, "step_size", positive=True, allow_none=True)
-    check_count(solver.max_num_steps, "max_num_steps", 1, MAX_SOLVER_STEPS)
+    check_count(solver.max_num_steps, "max_num_steps", 1, MAX_ITERATIONS)
     if not isinstance(solver.adjoint, bool) or not isinstance(solver.stiff_fallback, bool):
         raise ValueError("adjoint and stiff_fallback must be booleans.")
 
@@ -176,7 +200,7 @@ class ModelSpec:
     def check(self) -> None:
         """Raise ``ValueError`` naming the first thing out of bounds or inconsistent."""
         n_states = check_count(self.n_states, "the number of states", 1, MAX_STATES)
-        check_count(self.n_augmented, "augment_dim", 0, MAX_AUGMENTED_STATES)
+        check_count(self.n_augmented, "augment_dim", 0, MAX_AUGMENT_DIM)
         times = self.initial_times
         if not isinstance(times, np.ndarray) or times.ndim != 1 or times.dtype.kind != "f":
             raise ValueError("the initial times must be a 1-D float array.")
@@ -202,6 +226,7 @@ class ModelSpec:
         count = self.n_parameters()
         if count > MAX_PARAMETERS:
             raise ValueError(
-                f"the model would have {count} parameters, more than the {MAX_PARAMETERS} "
-                "this release builds."
+                f"the model (hidden_layer_sizes, augment_dim, the number of trajectories) "
+                f"would have {count:,} parameters; at most MAX_PARAMETERS={MAX_PARAMETERS:,} "
+                "are allowed."
             )
