@@ -29,6 +29,7 @@ from ._compile import compiled_field
 from ._data import (
     TimeGrids,
     TrajectoryBatch,
+    validate_initial_states,
     validate_sample_weight,
     validate_states,
     validate_times,
@@ -72,7 +73,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
     )
     #: Fitted attributes derived from ``module_`` (a file rebuilds these).
     _derived_attributes: ClassVar[frozenset[str]] = frozenset(
-        {"module_", "n_features_in_", "n_trajectories_", "t0_", "y0_"}
+        {"module_", "n_features_in_", "n_trajectories_", "t0_", "y0_", "hidden_states_"}
     )
     #: The kind of field this estimator fits.
     _field_spec_type: ClassVar[type[FieldSpec]] = FieldSpec
@@ -89,6 +90,9 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
 
     def _check_new_model(self, model: ODEModel, problem: TrainingProblem) -> None:
         """Check a freshly built model on the data (e.g. call user physics once)."""
+
+    def _check_hidden_states(self, hidden: tuple[int, ...], known: np.ndarray | None) -> None:
+        """Refuse hidden states the model could not learn (naming them and why)."""
 
     def _after_fit(self) -> None:
         """Set subclass-specific attributes derived from ``module_`` (after a fit or a
@@ -166,7 +170,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         return callbacks
 
     # --------------------------------------------------------------------------- fit
-    def fit(self, t: Any, y: Any) -> BaseODERegressor:
+    def fit(self, t: Any, y: Any, y0: Any = None) -> BaseODERegressor:
         """Fit the dynamics to observed trajectories.
 
         Parameters
@@ -175,7 +179,13 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             Observation times, not necessarily sorted or evenly spaced.
         y : array-like or list of arrays
             Shape (n_times,), (n_times, n_states) or (n_traj, n_times, n_states), matching ``t``.
-            Observed states; ``NaN`` marks values that were not observed.
+            Observed states; ``NaN`` marks values that were not observed. A state that is
+            ``NaN`` everywhere is a hidden state: never measured, learned through the
+            dynamics (``hidden_states_`` lists them).
+        y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
+            Known initial states at each trajectory's first time: finite entries are held
+            fixed (not learned), ``NaN`` entries are learned. By default every initial
+            state is learned. Sliced by trajectory in model selection, like ``y``.
 
         Returns
         -------
@@ -187,6 +197,10 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
         batch = validate_trajectories(t, y)
+        known = None if y0 is None else validate_initial_states(y0, batch.n_traj, batch.n_states)
+        if known is not None and np.isnan(known).all():
+            known = None
+        self._check_hidden_states(batch.hidden_states, known)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         previous = self.module_ if self.warm_start and hasattr(self, "module_") else None
         if previous is not None and batch.n_states != previous.n_states:
@@ -201,8 +215,9 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             dtype=dtype,
             relative_noise=relative_noise,
             scaling=None if previous is None else previous.scaling,
+            known_initial_states=known,
         )
-        spec = self._model_spec(problem, batch, dtype, previous)
+        spec = self._model_spec(problem, batch, dtype, previous, known)
         spec.check()
         with seeded_global_rng(seed):
             model = self._new_model(spec, problem) if previous is None else None
@@ -237,6 +252,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         batch: TrajectoryBatch,
         dtype: torch.dtype,
         previous: ODEModel | None,
+        known_initial_states: np.ndarray | None,
     ) -> ModelSpec:
         """The specification of the model this fit trains (a continued one's, updated)."""
         initial_times = batch.times[:, 0].copy()
@@ -258,6 +274,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
                 solver=solver,
                 squeeze_states=layout.squeeze_states,
                 one_trajectory=layout.kind == "single",
+                known_initial_states=known_initial_states,
+                hidden_states=batch.hidden_states,
             )
         return ModelSpec(
             field=self._field_spec(problem),
@@ -269,6 +287,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             dtype=str(dtype).removeprefix("torch."),
             squeeze_states=layout.squeeze_states,
             one_trajectory=layout.kind == "single",
+            known_initial_states=known_initial_states,
+            hidden_states=batch.hidden_states,
         )
 
     def _describes(self, spec: ModelSpec) -> bool:
@@ -295,11 +315,11 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
     @staticmethod
     def _continued_model(previous: ODEModel, spec: ModelSpec, problem: TrainingProblem) -> ODEModel:
         model = copy.deepcopy(previous).cpu()
-        model.spec = spec
         if model.initial_states.shape[0] != problem.n_traj:
             initial = problem.smoothed_states[:, 0].detach().cpu().to(model.initial_states.dtype)
             augmented = initial.new_zeros(problem.n_traj, spec.n_augmented)
             model.initial_states = torch.nn.Parameter(torch.cat([initial, augmented], dim=1))
+        model.hold_known_initial_states(spec)
         return model
 
     def _set_fitted_state(
@@ -325,9 +345,10 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         """The fitted attributes that follow from the model (after a fit or a load)."""
         model, spec = self.module_, self.module_.spec
         initial_states = spec.scaling.unscale_states(
-            model.initial_states.detach().cpu().numpy().astype(np.float64)[:, : spec.n_states]
+            model.initial_values().detach().cpu().numpy().astype(np.float64)[:, : spec.n_states]
         )
         self.n_features_in_ = spec.n_states
+        self.hidden_states_ = list(spec.hidden_states)
         self.n_trajectories_ = spec.n_trajectories
         self.t0_ = (
             float(spec.initial_times[0]) if spec.one_trajectory else spec.initial_times.copy()
@@ -357,10 +378,10 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         model = self._fitted_model()
         spec = model.spec
         if y0 is None:
-            scaled = model.initial_states.detach().cpu().numpy()
+            scaled = model.initial_values().detach().cpu().numpy()
             starts = spec.initial_times
         else:
-            states = validate_states(y0, spec.n_states, name="y0")
+            states = validate_states(y0, spec.n_states, name="y0", allow_nan=True)
             scaled = self._scaled_initial_states(states)
             starts = None
         count = scaled.shape[0]
@@ -378,9 +399,16 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         return scaled, starts, replace(grids, layout=layout)
 
     def _scaled_initial_states(self, states: np.ndarray) -> np.ndarray:
-        """Physical initial states (n, n_states) as scaled states, augmented dims at zero."""
-        spec = self.module_.spec
+        """Physical initial states (n, n_states) as scaled states, augmented dims at zero.
+
+        An unknown (``NaN``) entry takes the mean fitted initial value of its state: a
+        hidden state that nobody can measure starts where the training trajectories did.
+        """
+        model = self.module_
+        spec = model.spec
+        fitted = model.initial_values().detach().cpu().numpy()[:, : spec.n_states].mean(axis=0)
         scaled = spec.scaling.scale_states(states)
+        scaled = np.where(np.isnan(scaled), fitted, scaled)
         return np.concatenate([scaled, np.zeros((len(states), spec.n_augmented))], axis=1)
 
     def _integrate(
@@ -397,21 +425,36 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             )
         return outputs
 
-    def _forecast(self, batch: TrajectoryBatch, sorted_times: list[np.ndarray]) -> list[np.ndarray]:
+    def _forecast(
+        self, batch: TrajectoryBatch, sorted_times: list[np.ndarray], y0: Any = None
+    ) -> list[np.ndarray]:
         """Forecast the trajectories of ``batch`` at ``sorted_times`` (one ascending array
         per trajectory, none before its first time): the one rule for which initial state.
 
         One trajectory shown to a one-trajectory model is forecast from the fitted
         initial state; otherwise each trajectory from its own first observed state (a
-        state not seen at the first time takes its first observed value).
+        state not seen at the first time takes its first observed value, a state never
+        seen the mean fitted initial value). Finite entries of ``y0`` (known initial
+        states, as in :meth:`fit`) take precedence.
         """
         model = self._fitted_model()
         self._check_n_states(batch)
+        known = None
+        if y0 is not None:
+            known = validate_initial_states(y0, batch.n_traj, batch.n_states)
         if batch.n_traj == 1 and model.spec.n_trajectories == 1:
-            scaled = model.initial_states.detach().cpu().numpy()
+            scaled = model.initial_values().detach().cpu().numpy()
             starts = model.spec.initial_times
+            if known is not None:
+                n_states = model.n_states
+                given = model.scaling.scale_states(known)
+                scaled = scaled.copy()
+                scaled[:, :n_states] = np.where(np.isnan(given), scaled[:, :n_states], given)
         else:
-            scaled = self._scaled_initial_states(batch.first_observed_states())
+            first = batch.first_observed_states()
+            if known is not None:
+                first = np.where(np.isnan(known), first, known)
+            scaled = self._scaled_initial_states(first)
             starts = batch.times[:, 0]
         return self._integrate(scaled, starts, sorted_times)
 
@@ -441,7 +484,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         scaled, starts, grids = self._initial_conditions(grids, y0)
         return grids.restore_order(self._integrate(scaled, starts, grids.sorted_times))
 
-    def score(self, t: Any, y: Any, sample_weight: Any = None) -> float:
+    def score(self, t: Any, y: Any, sample_weight: Any = None, *, y0: Any = None) -> float:
         """Coefficient of determination R^2 of the forecast, averaged over states.
 
         One trajectory (fitted and scored) is forecast from the fitted initial state;
@@ -454,6 +497,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         sample_weight : array-like of shape (n_samples,), optional
             Weights of the samples along the first axis (time points of a single
             trajectory, trajectories otherwise).
+        y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
+            Known initial states (``NaN`` where unknown), as in :meth:`fit`.
 
         Returns
         -------
@@ -467,7 +512,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         n_samples = int(batch.lengths[0]) if single else batch.n_traj
         weights = validate_sample_weight(sample_weight, n_samples)
         times = [batch.times[row, :length] for row, length in enumerate(batch.lengths)]
-        predicted = self._forecast(batch, times)
+        predicted = self._forecast(batch, times, y0)
         observed = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
         if single:
             weights = [weights[batch.grids.orders[0]]]

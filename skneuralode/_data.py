@@ -127,6 +127,11 @@ class TrajectoryBatch:
         """Boolean mask of shape (n_traj, n_max, n_states): True where a value was seen."""
         return ~np.isnan(self.states)
 
+    @property
+    def hidden_states(self) -> tuple[int, ...]:
+        """States never observed in any trajectory (columns of ``NaN`` only)."""
+        return tuple(int(i) for i in np.flatnonzero(np.isnan(self.states).all(axis=(0, 1))))
+
     def first_observed_states(self) -> np.ndarray:
         """Each trajectory's state at its first time; a state not seen there takes its
         first observed value. Shape (n_traj, n_states)."""
@@ -407,12 +412,9 @@ def validate_trajectories(t: Any, y: Any) -> TrajectoryBatch:
         )
     sorted_states, grids = _states_per_trajectory(y, grids, "y")
     for i, states in enumerate(sorted_states):
-        label = "y" if len(sorted_states) == 1 else f"y[{i}]"
-        empty_states = np.where(np.isnan(states).all(axis=0))[0]
-        if empty_states.size:
-            raise ValueError(
-                f"{label}: state(s) {empty_states.tolist()} are never observed (all NaN)."
-            )
+        if np.isnan(states).all():
+            label = "y" if len(sorted_states) == 1 else f"y[{i}]"
+            raise ValueError(f"{label} holds no observation at all (every value is NaN).")
     lengths = np.array([len(times) for times in grids.sorted_times])
     n_max = int(lengths.max())
     n_states = sorted_states[0].shape[1]
@@ -426,8 +428,9 @@ def validate_trajectories(t: Any, y: Any) -> TrajectoryBatch:
     return TrajectoryBatch(times, states, lengths, grids)
 
 
-def validate_states(y: Any, n_states: int, *, name: str) -> np.ndarray:
-    """Validate a set of states of shape (n_samples, n_states) or (n_states,).
+def validate_states(y: Any, n_states: int, *, name: str, allow_nan: bool = False) -> np.ndarray:
+    """Validate a set of states of shape (n_samples, n_states) or (n_states,); ``NaN``
+    (an unknown value) only where ``allow_nan``.
 
     Returns
     -------
@@ -445,9 +448,41 @@ def validate_states(y: Any, n_states: int, *, name: str) -> np.ndarray:
         )
     if array.shape[0] == 0:
         raise ValueError(f"{name} is empty.")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite: it contains NaN or inf.")
+    if np.isinf(array).any() or (not allow_nan and np.isnan(array).any()):
+        what = "inf" if allow_nan else "NaN or inf"
+        raise ValueError(f"{name} must be finite: it contains {what}.")
     return array
+
+
+def validate_initial_states(y0: Any, n_traj: int, n_states: int, *, name: str = "y0") -> np.ndarray:
+    """Validate known initial states: ``NaN`` entries are unknown (to be learned).
+
+    Parameters
+    ----------
+    y0 : array-like of shape (n_states,) or (n_traj, n_states)
+        One row for every trajectory, or one row for all of them.
+
+    Returns
+    -------
+    ndarray of shape (n_traj, n_states)
+    """
+    array = _to_numeric_array(y0, name)
+    if array.ndim == 1 and n_states == 1 and array.size == n_traj and n_traj > 1:
+        array = array[:, None]
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != n_states or array.shape[0] not in (1, n_traj):
+        raise ValueError(
+            f"{name} must have shape ({n_states},) or ({n_traj}, {n_states}): one initial "
+            f"state (NaN where unknown) for all trajectories or one per trajectory, got shape "
+            f"{np.shape(y0)}."
+        )
+    if np.isinf(array).any():
+        raise ValueError(f"{name} contains inf; use NaN for initial values to be learned.")
+    largest = float(np.nanmax(np.abs(array), initial=0.0))
+    if largest > _MAX_MAGNITUDE:
+        raise ValueError(f"{name} has values of magnitude up to {largest:.3g}; rescale it first.")
+    return np.broadcast_to(array, (n_traj, n_states)).copy()
 
 
 def validate_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:

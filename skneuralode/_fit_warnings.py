@@ -16,9 +16,11 @@ _FLAT_RELATIVE_SPREAD = 1e-6  # a state whose spread is below this fraction of i
 
 def flat_states(states: np.ndarray) -> list[int]:
     """States of a (n_traj, n_times, n_states) batch that are constant up to tiny noise."""
-    level = np.abs(np.nanmean(states, axis=(0, 1)))
-    spread = np.nanstd(states, axis=(0, 1))
-    return np.flatnonzero(spread <= _FLAT_RELATIVE_SPREAD * level).tolist()
+    seen = ~np.isnan(states).all(axis=(0, 1))
+    filled = np.where(seen, states, 0.0)  # hidden states are not flat: they are unseen
+    level = np.abs(np.nanmean(filled, axis=(0, 1)))
+    spread = np.nanstd(filled, axis=(0, 1))
+    return np.flatnonzero(seen & (spread <= _FLAT_RELATIVE_SPREAD * level)).tolist()
 
 
 def warn_about_fit(report: TrainingReport, states: np.ndarray) -> None:

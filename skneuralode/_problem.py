@@ -7,6 +7,7 @@ It exists only while ``fit`` runs: the fitted model is built from a data-free
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,7 @@ def build_problem(
     dtype: torch.dtype,
     relative_noise: float | None,
     scaling: Scaling | None = None,
+    known_initial_states: np.ndarray | None = None,
 ) -> TrainingProblem:
     """Scale and smooth validated data and move it to ``device``.
 
@@ -82,16 +84,37 @@ def build_problem(
         Passed to :func:`~skneuralode._smoothing.smooth_trajectories`.
     scaling : Scaling, optional
         Reuse an earlier fit's scaling (``warm_start``); computed from the data if None.
+    known_initial_states : ndarray of shape (n_traj, n_states), optional
+        Known initial values (NaN where unknown).
+
+    A state never observed in a trajectory (a hidden state) has no smoothed estimate: it
+    is held at its known initial value there (at the scaling's centre if unknown), with
+    no derivative estimate (collocation ignores it), and the stages that integrate learn
+    what it does.
     """
-    smoothed = smooth_trajectories(batch.times, batch.states, batch.lengths, relative_noise)
+    with warnings.catch_warnings():  # series without observations: handled below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        smoothed = smooth_trajectories(batch.times, batch.states, batch.lengths, relative_noise)
     if scaling is None:
         scaling = Scaling.from_data(
-            batch.states, batch.times, smoothed.derivatives, smoothed.inside
+            batch.states, batch.times, smoothed.derivatives, smoothed.inside, known_initial_states
         )
     observed = batch.observed
+    unseen = ~observed.any(axis=1)  # (n_traj, n_states): never observed in that trajectory
+    filler = np.zeros((batch.n_traj, batch.n_states))
+    if known_initial_states is not None:
+        known = scaling.scale_states(known_initial_states)
+        filler = np.where(np.isnan(known), 0.0, known)
     scaled_observations = np.where(observed, scaling.scale_states(batch.states), 0.0)
-    scaled_smoothed = scaling.scale_states(smoothed.states)
-    scaled_derivatives = smoothed.derivatives * scaling.time_scale / scaling.state_scale
+    scaled_smoothed = np.where(
+        unseen[:, None, :], filler[:, None, :], scaling.scale_states(smoothed.states)
+    )
+    scaled_derivatives = np.where(
+        unseen[:, None, :], 0.0, scaling.scale_rates(smoothed.derivatives)
+    )
+    inside = smoothed.inside & ~unseen[:, None, :]
+    seen_states = ~unseen.all(axis=0)
+    noise = (smoothed.noise_level / scaling.state_scale)[seen_states]
     shared_grid = bool(np.all(batch.times == batch.times[:1]))
 
     def tensor(array: np.ndarray) -> torch.Tensor:
@@ -103,9 +126,9 @@ def build_problem(
         observed=tensor(observed.astype(np.float64)),
         smoothed_states=tensor(scaled_smoothed),
         smoothed_derivatives=tensor(scaled_derivatives),
-        smoothing_weight=tensor(smoothed.inside.astype(np.float64)),
+        smoothing_weight=tensor(inside.astype(np.float64)),
         lengths=batch.lengths.copy(),
         shared_grid=shared_grid,
-        noise_variance=float(np.mean((smoothed.noise_level / scaling.state_scale) ** 2)),
+        noise_variance=float(np.mean(noise**2)),
         scaling=scaling,
     )

@@ -82,9 +82,17 @@ class Scaling:
 
     @classmethod
     def from_data(
-        cls, states: np.ndarray, times: np.ndarray, derivatives: np.ndarray, inside: np.ndarray
+        cls,
+        states: np.ndarray,
+        times: np.ndarray,
+        derivatives: np.ndarray,
+        inside: np.ndarray,
+        known_initial_states: np.ndarray | None = None,
     ) -> Scaling:
         """Standardise states; choose the time unit that gives the field unit RMS.
+
+        A state that is never observed (hidden) is scaled by the largest magnitude of its
+        known initial values, around zero (by 1 if none is known): what it does is learned.
 
         Parameters
         ----------
@@ -94,12 +102,22 @@ class Scaling:
             Sorted times (padding repeats the last one).
         derivatives, inside : ndarray of shape (n_traj, n_max, n_states)
             Smoothed ``dy/dt`` and where it interpolates observations.
+        known_initial_states : ndarray of shape (n_traj, n_states), optional
+            Known initial values, NaN where unknown.
         """
-        offset = np.nanmean(states, axis=(0, 1))
-        scale = np.nanstd(states, axis=(0, 1))
+        hidden = np.isnan(states).all(axis=(0, 1))
+        observed = np.where(hidden[None, None, :], 0.0, states)
+        offset = np.where(hidden, 0.0, np.nanmean(observed, axis=(0, 1)))
+        scale = np.nanstd(observed, axis=(0, 1))
         scale = np.where(scale > _MIN_STATE_SCALE * np.maximum(np.abs(offset), 1.0), scale, 1.0)
+        if hidden.any():
+            known = (
+                np.zeros(states.shape[2]) if known_initial_states is None else known_initial_states
+            )
+            magnitude = np.nanmax(np.abs(np.nan_to_num(known, nan=0.0)), axis=0, initial=0.0)
+            scale = np.where(hidden, np.where(magnitude > 0, magnitude, 1.0), scale)
         longest_span = float((times[:, -1] - times[:, 0]).max())
-        inside_slopes = (derivatives / scale)[inside]
+        inside_slopes = (np.nan_to_num(derivatives) / scale)[inside]
         rms_slope = float(np.sqrt(np.mean(inside_slopes**2))) if inside_slopes.size else 0.0
         time_scale = 1.0 / rms_slope if rms_slope > 0 else longest_span
         time_scale = float(np.clip(time_scale, _MAX_TIME_SCALE_RATIO * longest_span, longest_span))

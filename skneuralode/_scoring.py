@@ -137,7 +137,8 @@ def make_forecast_scorer(
 def masked_r2_score(
     predicted: list[np.ndarray], observed: list[np.ndarray], weights: np.ndarray
 ) -> float:
-    """R^2 over observed (non-NaN) entries, uniform average over states.
+    """R^2 over observed (non-NaN) entries, uniform average over the states observed
+    (a hidden state, never observed, has no R^2 and does not count).
 
     ``weights`` holds one weight per trajectory (or per time point of a single one).
     """
@@ -152,6 +153,8 @@ def masked_r2_score(
         seen = ~np.isnan(stacked_observed[:, state])
         values, fitted = stacked_observed[seen, state], stacked_prediction[seen, state]
         weight = stacked_weight[seen]
+        if not np.any(weight > 0):
+            continue
         mean = np.average(values, weights=weight)
         total = np.sum(weight * (values - mean) ** 2)
         residual = np.sum(weight * (values - fitted) ** 2)
@@ -159,4 +162,6 @@ def masked_r2_score(
             scores.append(1.0 if residual == 0 else 0.0)
         else:
             scores.append(1.0 - residual / total)
+    if not scores:
+        raise ValueError("y has no observation with a positive weight to score against.")
     return float(np.mean(scores))

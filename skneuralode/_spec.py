@@ -169,6 +169,11 @@ class ModelSpec:
     one_trajectory : bool
         The caller gave one trajectory without a trajectory axis (1-D ``t``); the fitted
         ``t0_`` and ``y0_`` drop that axis too.
+    known_initial_states : ndarray of shape (n_trajectories, n_states) or None
+        Initial values given to ``fit`` (physical units, NaN where learned); these are
+        held fixed, never learned.
+    hidden_states : tuple of int
+        States never observed in the training data (learned through the dynamics).
     """
 
     field: FieldSpec
@@ -180,6 +185,8 @@ class ModelSpec:
     dtype: DType = "float64"
     squeeze_states: bool = False
     one_trajectory: bool = False
+    known_initial_states: np.ndarray | None = None
+    hidden_states: tuple[int, ...] = ()
 
     @property
     def n_trajectories(self) -> int:
@@ -220,6 +227,19 @@ class ModelSpec:
             raise ValueError("squeeze_states and one_trajectory must be booleans.")
         if self.one_trajectory and times.shape[0] != 1:
             raise ValueError("a one-trajectory model must have one initial time.")
+        known = self.known_initial_states
+        if known is not None and (
+            not isinstance(known, np.ndarray)
+            or known.shape != (times.shape[0], n_states)
+            or known.dtype.kind != "f"
+            or np.isinf(known).any()
+        ):
+            raise ValueError("the known initial states must be a float array, NaN where learned.")
+        hidden = self.hidden_states
+        if not isinstance(hidden, tuple) or not all(
+            type(i) is int and 0 <= i < n_states for i in hidden
+        ):
+            raise ValueError("hidden_states must be a tuple of state indices.")
         if not isinstance(self.field, FieldSpec):
             raise ValueError("the field description is missing.")
         self.field.check(self)

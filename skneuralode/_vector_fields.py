@@ -252,12 +252,43 @@ class ODEModel(nn.Module):
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
-        self.spec = spec
         self.field = spec.field.build(spec)
         self.initial_states = nn.Parameter(
             torch.zeros(spec.n_trajectories, spec.n_total_states, dtype=torch.float64)
         )
+        self.hold_known_initial_states(spec)
         self.to(dtype=spec.torch_dtype)
+
+    def hold_known_initial_states(self, spec: ModelSpec) -> None:
+        """Take ``spec`` as the model's and fix the initial values it says are known.
+
+        The known values are buffers derived from the spec (not stored with the weights):
+        :meth:`initial_values` puts them in place of the learned ones, so they are never
+        changed by training.
+        """
+        self.spec = spec
+        mask = np.zeros((spec.n_trajectories, spec.n_total_states), dtype=bool)
+        values = np.zeros((spec.n_trajectories, spec.n_total_states))
+        if spec.known_initial_states is not None:
+            known = spec.scaling.scale_states(spec.known_initial_states)
+            mask[:, : spec.n_states] = ~np.isnan(known)
+            values[:, : spec.n_states] = np.nan_to_num(known)
+        like = self.initial_states
+        self.register_buffer("known_initial_mask", torch.as_tensor(mask), persistent=False)
+        self.register_buffer(
+            "known_initial_values",
+            torch.as_tensor(values, dtype=like.dtype, device=like.device),
+            persistent=False,
+        )
+        self.has_known_initial_states = bool(mask.any())
+
+    def initial_values(self) -> torch.Tensor:
+        """Initial states (n_trajectories, n_total_states), scaled: the learned ones with
+        the known values in place."""
+        if not self.has_known_initial_states:
+            return self.initial_states
+        mask = self.known_initial_mask.to(self.initial_states.device)
+        return torch.where(mask, self.known_initial_values, self.initial_states)
 
     @property
     def scaling(self) -> Scaling:

@@ -387,6 +387,26 @@ class UniversalODERegressor(BaseODERegressor):
             == field.network_inputs
         )
 
+    def _check_hidden_states(self, hidden: tuple[int, ...], known: np.ndarray | None) -> None:
+        if not hidden:
+            return
+        n_states = max(hidden) + 1 if known is None else known.shape[1]
+        if self.network_outputs is not None:
+            outputs = set(check_state_indices(self.network_outputs, n_states, "network_outputs"))
+        else:
+            outputs = set(range(n_states))
+        has_network = bool(self.hidden_layer_sizes)
+        for state in hidden:
+            driven = self.known is not None or (has_network and state in outputs)
+            fully_known = known is not None and not np.isnan(known[:, state]).any()
+            if not driven and not fully_known:
+                raise ValueError(
+                    f"y: state {state} is never observed (all NaN), and nothing could learn "
+                    "it: there is no known physics and the network does not act on it "
+                    "(network_outputs). Give it known physics or a network term, or give "
+                    "its initial value in y0 (it then stays constant)."
+                )
+
     def _check_new_model(self, model: ODEModel, problem: TrainingProblem) -> None:
         initial_states = problem.smoothed_states[:, 0].detach().cpu().to(torch.float64)
         initial_times = problem.times[:, 0].detach().cpu().to(torch.float64)

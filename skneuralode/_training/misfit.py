@@ -13,13 +13,13 @@ from .._vector_fields import ODEModel
 def trajectory_misfit(
     problem: TrainingProblem, model: ODEModel, solver: SolverSettings
 ) -> tuple[torch.Tensor, str | None]:
-    """Masked mean squared error of whole trajectories from ``model.initial_states``.
+    """Masked mean squared error of whole trajectories from the model's initial values.
 
     Returns the loss (inf when the solve failed) and the failure, if any.
     """
     result = solve(
         model.field,
-        model.initial_states,
+        model.initial_values(),
         problem.times,
         solver,
         shared_grid=problem.shared_grid,

@@ -158,6 +158,12 @@ class _ShootingObjective:
             if known_starts and key in known_starts:
                 initial[row] = known_starts[key]
         self.start_states = initial.requires_grad_(True)  # (n_segments, n_total_states)
+        # Known initial values stay fixed: the first segment of a trajectory starts there.
+        self.fixed_mask = torch.zeros_like(initial, dtype=torch.bool)
+        self.fixed_values = torch.zeros_like(initial)
+        if model.has_known_initial_states:
+            self.fixed_mask[segments.first_segment] = model.known_initial_mask
+            self.fixed_values[segments.first_segment] = model.known_initial_values
         self.segments = segments
         self.has_next = segments.has_next.to(dtype)
         self.model = model
@@ -186,7 +192,9 @@ class _ShootingObjective:
 
     def loss(self) -> torch.Tensor:
         batch = self._draw()
-        starts = self.start_states[batch]
+        starts = torch.where(
+            self.fixed_mask[batch], self.fixed_values[batch], self.start_states[batch]
+        )
         result = solve(
             self.model.field,
             starts,
