@@ -9,16 +9,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn_helpers import spring  # x' = v, v' = -omega2 x: the damping is the network's
 
 from skneuralode import UniversalODERegressor
 from skneuralode.datasets import make_damped_oscillator
 
 torch.set_num_threads(1)
-
-
-def spring(t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``x' = v, v' = -omega2 x``; the damping -0.4 v is the network's to learn."""
-    return torch.stack([y[..., 1], -p["omega2"] * y[..., 0]], dim=-1)
 
 
 @pytest.fixture(scope="module")

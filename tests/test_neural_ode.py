@@ -11,18 +11,21 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, FASTEST, OSCILLATOR_STARTS, oscillator_at, oscillator_rates, r2
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn_helpers import (
+    FAST,
+    FASTEST,
+    OSCILLATOR_STARTS,
+    cube,
+    oscillator_at,
+    oscillator_rates,
+    r2,
+)
 from torch import nn
 
 from skneuralode import NeuralODERegressor
 from skneuralode.datasets import make_damped_oscillator, spiral_rhs
-
-
-def cube(y: torch.Tensor) -> torch.Tensor:
-    """Structural prior of the spiral (module level, so estimators using it pickle)."""
-    return y**3
 
 
 class FlakyIdentity:

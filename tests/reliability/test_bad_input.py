@@ -20,16 +20,7 @@ import pytest
 import scipy.sparse
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-
-from skneuralode import NeuralODERegressor, UniversalODERegressor
-from skneuralode._params import (
-    MAX_AUGMENT_DIM,
-    MAX_HIDDEN_LAYERS,
-    MAX_ITERATIONS,
-    MAX_LAYER_WIDTH,
-)
-
-from .support import (
+from sklearn_helpers import (
     QUICK,
     QUICK_UDE,
     T,
@@ -44,6 +35,14 @@ from .support import (
     known_returning_nan,
     known_returning_numpy,
     raised_by_our_validation,
+)
+
+from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode._params import (
+    MAX_AUGMENT_DIM,
+    MAX_HIDDEN_LAYERS,
+    MAX_ITERATIONS,
+    MAX_LAYER_WIDTH,
 )
 
 #: The quick fits here are deliberately short; their "poor fit" warning is not the point.

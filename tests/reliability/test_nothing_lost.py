@@ -16,12 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
-
-import skneuralode
-import skneuralode._base
-from skneuralode import NeuralODERegressor
-
-from .support import (
+from sklearn_helpers import (
     QUICK,
     STAGED,
     T,
@@ -29,6 +24,10 @@ from .support import (
     assert_same_fitted_state,
     fitted_state,
 )
+
+import skneuralode
+import skneuralode._base
+from skneuralode import NeuralODERegressor
 
 #: The quick fits here are deliberately short; their "poor fit" warning is not the point.
 pytestmark = pytest.mark.filterwarnings(

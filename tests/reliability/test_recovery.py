@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
+from sklearn_helpers import (
+    QUICK,
+    STAGED,
+    T,
+    Y,
+)
 
 import skneuralode
 import skneuralode._collocation
@@ -23,13 +29,6 @@ import skneuralode._shooting
 import skneuralode._solve
 from skneuralode import NeuralODERegressor
 from skneuralode._solve import SolveResult
-
-from .support import (
-    QUICK,
-    STAGED,
-    T,
-    Y,
-)
 
 #: The quick fits here are deliberately short; their "poor fit" warning is not the point.
 pytestmark = pytest.mark.filterwarnings(
