@@ -2,7 +2,7 @@
 
 The systems we test on, the settings that fit them fast, the callables used as ``known``
 or ``feature_map`` (some of them broken on purpose), the means to compare a fitted
-estimator before and after. Test modules import what they
+estimator before and after, and counters of solver work. Test modules import what they
 need from here; ``conftest.py`` only turns some of it into fixtures.
 
 Callables used as ``known`` or ``feature_map`` live here at module level so that pickle
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ import sklearn
 import torch
 
 import skneuralode
+import skneuralode._solve
 from skneuralode import NeuralODERegressor, UniversalODERegressor
 from skneuralode.datasets import damped_oscillator_rhs, make_damped_oscillator
 
@@ -219,6 +222,63 @@ def raised_by_our_validation(error: pytest.ExceptionInfo) -> bool:
     """The frame that raised is skneuralode's or scikit-learn's declared validation."""
     raising_file = Path(str(error.traceback[-1].path)).resolve()
     return OUR_CODE in raising_file.parents or raising_file in SKLEARN_VALIDATION
+
+
+# ------------------------------------------------------------------ solver work
+class SolverWork:
+    """What the ODE solves made while it was counting: work, not seconds.
+
+    Attributes
+    ----------
+    steps : list of int
+        Steps each torchdiffeq solve attempted, as its step budget counted them (a solve
+        that ran out of budget shows ``max_num_steps + 1``: the attempt that stopped it).
+    stiff_evaluations : list of int
+        Field evaluations of each fallback solve with scipy's LSODA.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.stiff_evaluations: list[int] = []
+
+    def counting_odeint(self, odeint: Callable) -> Callable:
+        def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return odeint(func, *args, **kwargs)
+            finally:
+                self.steps.append(func.steps)
+
+        return counted
+
+    def counting_solve_ivp(self, solve_ivp: Callable) -> Callable:
+        def counted(fun: Callable, *args: Any, **kwargs: Any) -> Any:
+            evaluations = 0
+
+            def counted_fun(*fun_args: Any) -> Any:
+                nonlocal evaluations
+                evaluations += 1
+                return fun(*fun_args)
+
+            try:
+                return solve_ivp(counted_fun, *args, **kwargs)
+            finally:
+                self.stiff_evaluations.append(evaluations)
+
+        return counted
+
+
+@contextmanager
+def counted_solver_work() -> Iterator[SolverWork]:
+    """Count the steps of every solve in ``skneuralode._solve``, the one caller of the
+    solvers, inside the block."""
+    work = SolverWork()
+    module = skneuralode._solve
+    with (
+        mock.patch.object(module, "odeint", work.counting_odeint(module.odeint)),
+        mock.patch.object(module, "odeint_adjoint", work.counting_odeint(module.odeint_adjoint)),
+        mock.patch.object(module, "solve_ivp", work.counting_solve_ivp(module.solve_ivp)),
+    ):
+        yield work
 
 
 # ------------------------------------------------------------------- torch threads

@@ -8,7 +8,6 @@ estimator.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +98,6 @@ def test_a_stage_that_keeps_failing_ends_diverged_with_a_warning_and_a_usable_es
     solve = FailingCalls(skneuralode._shooting.solve, lambda n: True, lambda *a, **k: never)
     monkeypatch.setattr(skneuralode._shooting, "solve", solve)
     estimator = NeuralODERegressor(**{**STAGED, "shooting": True})
-    start = time.perf_counter()
     with pytest.warns(ConvergenceWarning, match=r"Training diverged: .*shooting.*Try"):
         estimator.fit(T, Y)
     shooting = estimator.stage_results_[1]
@@ -107,6 +105,7 @@ def test_a_stage_that_keeps_failing_ends_diverged_with_a_warning_and_a_usable_es
     assert "injected failure" in shooting.message
     # A failed solve is acted on at once: six attempts, not six windows of ten.
     assert solve.calls == 6
-    assert time.perf_counter() - start < 60
+    assert shooting.n_iter == 6
+    assert [r["stage"] for r in estimator.history_].count("shooting") == 6
     assert estimator.stage_results_[0].status != "diverged"  # the collocation model is kept
     assert np.all(np.isfinite(estimator.predict(T)))
