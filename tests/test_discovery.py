@@ -59,8 +59,10 @@ def test_discovered_rates_evaluate_the_equations(damping_model: UniversalODERegr
     assert discovered.shape == states.shape
     velocity = states[:, 1]
     library = np.stack([np.ones_like(velocity), velocity, velocity**2], axis=1)
-    np.testing.assert_allclose(discovered[:, 0], 0.0)
-    np.testing.assert_allclose(discovered[:, 1], library @ damping_model.discovery_.coefficients[1])
+    np.testing.assert_allclose(discovered[:, 0], 0.0, atol=1e-12)
+    np.testing.assert_allclose(
+        discovered[:, 1], library @ damping_model.discovery_.coefficients[1], atol=1e-12
+    )
     learned = damping_model.network_term(states)[:, 1]
     assert np.abs(discovered[:, 1] - learned).max() < 0.1 * np.abs(learned).max()
 

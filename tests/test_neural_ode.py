@@ -86,7 +86,7 @@ def test_vector_field_is_the_learned_dynamics(
     assert np.linalg.norm(rates - truth) < 0.1 * np.linalg.norm(truth)
     one = fitted_oscillator.vector_field(y[5])
     assert one.shape == (2,)
-    assert_allclose(one, rates[5])
+    assert_allclose(one, rates[5], atol=1e-12)  # one row or many: BLAS may sum otherwise
 
 
 def test_predictions_come_back_in_the_callers_order(
