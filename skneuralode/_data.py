@@ -177,7 +177,10 @@ def _to_numeric_array(value: Any, name: str) -> np.ndarray:
     elif hasattr(value, "to_numpy"):  # pandas Series / DataFrame (nullable: pd.NA objects)
         value = value.to_numpy()
     elif hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if not value.is_complex() and value.dtype.is_floating_point:
+            value = value.double()  # bfloat16 and float8 have no numpy dtype
+        value = value.numpy()
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an array of real numbers, got a string {value!r:.40}.")
     try:

@@ -329,6 +329,12 @@ def test_tensors_keep_their_values_and_nan() -> None:
     assert_array_equal(batch.states[0], reference)
 
 
+def test_tensors_of_dtypes_that_numpy_lacks_are_read() -> None:
+    values = [[0.5, -2.0], [1.0, np.nan], [0.25, 4.0]]  # exact in bfloat16
+    batch = validate_trajectories(T[:3], torch.tensor(values, dtype=torch.bfloat16))
+    assert_array_equal(batch.states[0], values)
+
+
 @pytest.mark.parametrize(
     "missing",
     [

@@ -4,7 +4,8 @@ checked on real trajectories where a check cannot apply because X is time.
 The estimators declare ``input_tags.one_d_array``: the checks then pass ``X[:, 0]`` as
 the time points of one trajectory and ``y`` as its observed state(s), which is our API,
 so most checks run for real. The rest are listed in :data:`EXPECTED_FAILED_CHECKS`; each
-is strict (a check that starts passing fails this suite until it leaves the list).
+is strict: a check that starts passing fails this suite until it leaves the list, and
+one that fails in another way (another exception, message, or place) fails it too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from __future__ import annotations
 import copy
 import functools
 import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,38 +42,106 @@ from sklearn_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixt
 
 from skneuralode import NeuralODERegressor, UniversalODERegressor
 
-_INDEXES_1D_X = "the check indexes X[:, 0] after making X 1-D (one trajectory's times)"
 
-# check name -> why it cannot pass when X is time. The same properties are tested on
-# trajectories below (see the "analogue" tests).
-EXPECTED_FAILED_CHECKS: dict[str, str] = {
-    "check_fit1d": "1-D X is valid: the time points of one trajectory",
-    "check_fit2d_1feature": _INDEXES_1D_X,
-    "check_fit2d_1sample": _INDEXES_1D_X,
-    "check_fit2d_predict1d": _INDEXES_1D_X,
-    "check_dont_overwrite_parameters": _INDEXES_1D_X,
-    "check_dict_unchanged": _INDEXES_1D_X,
-    "check_dtype_object": _INDEXES_1D_X,
-    "check_f_contiguous_array_estimator": _INDEXES_1D_X,
-    "check_methods_sample_order_invariance": _INDEXES_1D_X,
-    "check_methods_subset_invariance": _INDEXES_1D_X,
-    "check_regressors_no_decision_function": _INDEXES_1D_X,
-    "check_n_features_in": "n_features_in_ counts states; the check wants X.shape[1] of 1-D X",
-    "check_n_features_in_after_fitting": "n_features_in_ counts states, X's columns are times",
-    "check_estimators_dtypes": "X cast to int has repeated values: duplicate times are invalid",
-    "check_positive_only_tag_during_fit": "iris X[:, 0] as time has duplicate times (invalid)",
-    "check_non_transformer_estimators_n_iter": "iris X[:, 0] as time has duplicate times",
-    "check_estimators_empty_data_messages": "X of shape (12, 0) is 12 trajectories without "
-    "time points; the error speaks of time points, not features",
-    "check_estimator_sparse_array": "the check cannot make a sparse array of 1-D X (time)",
-    "check_regressor_data_not_an_array": "1-D X as an (n, 1) DataFrame is n trajectories of "
-    "one time point each",
+@dataclass(frozen=True)
+class ExpectedFailure:
+    """How a scikit-learn check fails when X is time, matched exactly enough that any
+    other failure of the same check (a bug of ours) is reported, not expected."""
+
+    reason: str  # why the check cannot pass when X is time
+    error: type[Exception]  # the exception it ends with
+    match: str  # a pattern its message contains
+    raised_in: str  # a fragment of the path of the file whose frame raised it
+    cause: str | None = None  # a pattern of the message of the exception behind it
+
+
+_INDEXES_1D_X = "the check indexes X[:, 0] after making X 1-D (one trajectory's times)"
+_CHECK_CODE = "sklearn/utils/"
+_OUR_CODE = "skneuralode/"
+_INDEXING = ExpectedFailure(
+    _INDEXES_1D_X,
+    IndexError,
+    r"^too many indices for array: array is 1-dimensional, but 2 were indexed$",
+    _CHECK_CODE + "estimator_checks.py",
+)
+
+
+def _counts_states(reason: str) -> ExpectedFailure:
+    return ExpectedFailure(
+        reason, IndexError, r"^tuple index out of range$", _CHECK_CODE + "estimator_checks.py"
+    )
+
+
+def _duplicate_times(reason: str, time: str) -> ExpectedFailure:
+    return ExpectedFailure(
+        reason, ValueError, rf"^t has duplicate time {time} within one trajectory", _OUR_CODE
+    )
+
+
+# check name -> how it fails, and why it cannot pass when X is time. The same properties
+# are tested on trajectories below (see the "analogue" tests).
+EXPECTED_FAILED_CHECKS: dict[str, ExpectedFailure] = {
+    "check_fit1d": ExpectedFailure(
+        "1-D X is valid: the time points of one trajectory",
+        AssertionError,
+        r"^Did not raise: \[<class 'ValueError'>\]",
+        _CHECK_CODE,
+    ),
+    "check_fit2d_1feature": _INDEXING,
+    "check_fit2d_1sample": _INDEXING,
+    "check_fit2d_predict1d": _INDEXING,
+    "check_dont_overwrite_parameters": _INDEXING,
+    "check_dict_unchanged": _INDEXING,
+    "check_dtype_object": _INDEXING,
+    "check_f_contiguous_array_estimator": _INDEXING,
+    "check_methods_sample_order_invariance": _INDEXING,
+    "check_methods_subset_invariance": _INDEXING,
+    "check_regressors_no_decision_function": _INDEXING,
+    "check_n_features_in": _counts_states(
+        "n_features_in_ counts states; the check wants X.shape[1] of 1-D X"
+    ),
+    "check_n_features_in_after_fitting": _counts_states(
+        "n_features_in_ counts states, X's columns are times"
+    ),
+    "check_estimators_dtypes": _duplicate_times(
+        "X cast to int has repeated values: duplicate times are invalid", r"0\.0"
+    ),
+    "check_positive_only_tag_during_fit": ExpectedFailure(
+        "iris X[:, 0] as time has duplicate times (invalid)",
+        AssertionError,
+        "raised ValueError unexpectedly. This happens when passing negative input values",
+        _CHECK_CODE + "estimator_checks.py",
+        cause=r"^t has duplicate time .* within one trajectory",
+    ),
+    "check_non_transformer_estimators_n_iter": _duplicate_times(
+        "iris X[:, 0] as time has duplicate times", r"4\.4"
+    ),
+    "check_estimators_empty_data_messages": ExpectedFailure(
+        "X of shape (12, 0) is 12 trajectories without time points; the error speaks of "
+        "time points, not features",
+        AssertionError,
+        r"(?s)should contain one of the following patterns:.*"
+        r"Got t\[0\] needs at least 2 time point\(s\) per trajectory, got 0",
+        _CHECK_CODE,
+    ),
+    "check_estimator_sparse_array": ExpectedFailure(
+        "the check cannot make a sparse array of 1-D X (time)",
+        ValueError,
+        r"^Cannot convert a 1d sparse array to lil format$",
+        "scipy/sparse/",
+    ),
+    "check_regressor_data_not_an_array": ExpectedFailure(
+        "1-D X as an (n, 1) DataFrame is n trajectories of one time point each",
+        ValueError,
+        r"^t\[0\] needs at least 2 time point\(s\) per trajectory, got 1",
+        _OUR_CODE,
+    ),
 }
 
 
 def expected_failed_checks(estimator: Any) -> dict[str, str]:
     """``expected_failed_checks`` for scikit-learn's check_estimator and friends."""
-    return dict(EXPECTED_FAILED_CHECKS)
+    return {name: expected.reason for name, expected in EXPECTED_FAILED_CHECKS.items()}
 
 
 CHECKED_ESTIMATORS = [
@@ -106,18 +178,23 @@ def _all_checks() -> list[Any]:
 def test_sklearn_estimator_checks(estimator: Any, check: Any) -> None:
     """scikit-learn's own checks (what ``parametrize_with_checks`` runs), strict about
     the expected failures."""
-    reason = EXPECTED_FAILED_CHECKS.get(_check_name(check))
-    if reason is None:
+    expected = EXPECTED_FAILED_CHECKS.get(_check_name(check))
+    if expected is None:
         check(estimator)
         return
-    with pytest.raises(Exception):  # noqa: B017 (strict: a passing check must leave the list)
+    # Strict: a check that passes must leave the list, one that fails otherwise is a bug.
+    with pytest.raises(expected.error, match=expected.match) as raised:
         check(estimator)
-    pytest.xfail(reason)
+    raising_file = Path(str(raised.traceback[-1].path)).as_posix()
+    assert expected.raised_in in raising_file, raised.getrepr(style="short")
+    if expected.cause is not None:
+        assert re.search(expected.cause, str(raised.value.__cause__)), raised.value.__cause__
+    pytest.xfail(expected.reason)
 
 
 def test_expected_failures_are_few_and_explained() -> None:
     assert len(EXPECTED_FAILED_CHECKS) <= 19
-    assert all(reason.strip() for reason in EXPECTED_FAILED_CHECKS.values())
+    assert all(expected.reason.strip() for expected in EXPECTED_FAILED_CHECKS.values())
 
 
 # ------------------------------------------------------------------------------- tags

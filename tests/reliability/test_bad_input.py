@@ -20,16 +20,7 @@ import pytest
 import scipy.sparse
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-
-from skneuralode import NeuralODERegressor, UniversalODERegressor
-from skneuralode._params import (
-    MAX_AUGMENT_DIM,
-    MAX_HIDDEN_LAYERS,
-    MAX_ITERATIONS,
-    MAX_LAYER_WIDTH,
-)
-
-from .support import (
+from sklearn_helpers import (
     QUICK,
     QUICK_UDE,
     T,
@@ -44,6 +35,14 @@ from .support import (
     known_returning_nan,
     known_returning_numpy,
     raised_by_our_validation,
+)
+
+from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode._params import (
+    MAX_AUGMENT_DIM,
+    MAX_HIDDEN_LAYERS,
+    MAX_ITERATIONS,
+    MAX_LAYER_WIDTH,
 )
 
 #: The quick fits here are deliberately short; their "poor fit" warning is not the point.
@@ -386,6 +385,12 @@ UNIVERSAL_ONLY = [
              r"^params\['k'\] = -1\.0 must be > 0 to be constrained 'positive'"),
     BadInput("negative-network_penalty", refit(network_penalty=-1.0),
              ValueError, PARAMETER.format("network_penalty", ".*", ".*float", "-1.0")),
+    BadInput("inf-network_penalty", refit(network_penalty=math.inf),
+             ValueError, PARAMETER.format("network_penalty", ".*", ".*float", "inf")),
+    BadInput("nan-network_weight_decay", refit(network_weight_decay=math.nan),
+             ValueError, PARAMETER.format("network_weight_decay", ".*", ".*float", "nan")),
+    BadInput("inf-network_weight_decay", refit(network_weight_decay=math.inf),
+             ValueError, PARAMETER.format("network_weight_decay", ".*", ".*float", "inf")),
     BadInput("params-without-known", refit(known=None),
              ValueError, r"^params and fixed_params are passed to known, but known is None"),
     BadInput("nothing-to-learn",

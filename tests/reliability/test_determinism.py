@@ -12,19 +12,18 @@ import sys
 import numpy as np
 import pytest
 from sklearn.model_selection import GridSearchCV, KFold
-
-from skneuralode import NeuralODERegressor
-from skneuralode.datasets import (
-    make_damped_oscillator,
-)
-
-from .support import (
+from sklearn_helpers import (
     QUICK,
     STAGED,
     T,
     Y,
     assert_same_fitted_state,
     fitted_state,
+)
+
+from skneuralode import NeuralODERegressor
+from skneuralode.datasets import (
+    make_damped_oscillator,
 )
 
 #: The quick fits here are deliberately short; their "poor fit" warning is not the point.

@@ -8,7 +8,6 @@ estimator.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
+from sklearn_helpers import (
+    QUICK,
+    STAGED,
+    T,
+    Y,
+)
 
 import skneuralode
 import skneuralode._solve
@@ -23,13 +28,6 @@ import skneuralode._training.collocation
 import skneuralode._training.shooting
 from skneuralode import NeuralODERegressor
 from skneuralode._solve import SolveResult
-
-from .support import (
-    QUICK,
-    STAGED,
-    T,
-    Y,
-)
 
 #: The quick fits here are deliberately short; their "poor fit" warning is not the point.
 pytestmark = pytest.mark.filterwarnings(
@@ -102,7 +100,6 @@ def test_a_stage_that_keeps_failing_ends_diverged_with_a_warning_and_a_usable_es
     )
     monkeypatch.setattr(skneuralode._training.shooting, "solve", solve)
     estimator = NeuralODERegressor(**{**STAGED, "shooting": True})
-    start = time.perf_counter()
     with pytest.warns(ConvergenceWarning, match=r"Training diverged: .*shooting.*Try"):
         estimator.fit(T, Y)
     shooting = estimator.stage_results_[1]
@@ -110,6 +107,7 @@ def test_a_stage_that_keeps_failing_ends_diverged_with_a_warning_and_a_usable_es
     assert "injected failure" in shooting.message
     # A failed solve is acted on at once: six attempts, not six windows of ten.
     assert solve.calls == 6
-    assert time.perf_counter() - start < 60
+    assert shooting.n_iter == 6
+    assert [r["stage"] for r in estimator.history_].count("shooting") == 6
     assert estimator.stage_results_[0].status != "diverged"  # the collocation model is kept
     assert np.all(np.isfinite(estimator.predict(T)))
