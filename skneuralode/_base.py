@@ -382,6 +382,13 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             starts = spec.initial_times
         else:
             states = validate_states(y0, spec.n_states, name="y0", allow_nan=True)
+            unknown = sorted(set(np.flatnonzero(np.isnan(states).any(axis=0)).tolist()))
+            if set(unknown) - set(spec.hidden_states):
+                raise ValueError(
+                    "y0 must be finite: it contains NaN or inf (NaN is accepted only for "
+                    f"hidden states, {list(spec.hidden_states)}, which start at their mean "
+                    "fitted initial value)."
+                )
             scaled = self._scaled_initial_states(states)
             starts = None
         count = scaled.shape[0]

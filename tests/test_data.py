@@ -182,7 +182,7 @@ BAD_STATES = [
     (np.zeros((6, 0)), ValueError, "y has no state"),
     (np.zeros((1, 6, 2, 1)), ValueError, "y must have shape"),
     (np.where(np.eye(6, 2) > 0, np.inf, 0.0), ValueError, "y contains inf"),
-    (np.column_stack([np.zeros(6), np.full(6, np.nan)]), ValueError, r"state\(s\) \[1\]"),
+    (np.full((6, 2), np.nan), ValueError, r"holds no observation at all"),
     ([[0.0, 1.0], [2.0]] * 3, ValueError, "y must be a rectangular array"),
     ([["a"], ["b"], ["c"], ["d"], ["e"], ["f"]], TypeError, "y must hold real numbers"),
     (np.zeros((2, 5, 2)), ValueError, r"y\[0\] has 5 time points but the matching t has 6"),
@@ -213,8 +213,14 @@ def test_malformed_ragged_states() -> None:
         validate_trajectories(t, [Y, Y[:4, :1]])
     with pytest.raises(ValueError, match=r"y\[1\] has 6 time points but the matching t has 4"):
         validate_trajectories(t, [Y, Y])
-    with pytest.raises(ValueError, match=r"y\[1\]: state\(s\) \[0, 1\] are never observed"):
+    with pytest.raises(ValueError, match=r"y\[1\] holds no observation at all"):
         validate_trajectories(t, [Y, np.full((4, 2), np.nan)])
+
+
+def test_a_state_never_observed_is_a_hidden_state() -> None:
+    batch = validate_trajectories(T, np.column_stack([Y[:, 0], np.full(len(T), np.nan)]))
+    assert batch.hidden_states == (1,)
+    assert validate_trajectories(T, Y).hidden_states == ()
 
 
 def test_validate_states() -> None:
