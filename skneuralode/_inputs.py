@@ -1,23 +1,20 @@
-"""External inputs ``u(t)``: validation at the door and torch modules that evaluate them.
+"""External inputs ``u(t)``: validation at the door and the torch modules that evaluate them.
 
-An input is data, not something learned: a control, a forcing, a dose. The caller gives
-it in one of three forms, and the rule between them is explicit, never guessed:
+Inputs are data (a control, a forcing, a dose), given in one of three forms; the rule
+between them is explicit, never guessed from shapes:
 
-- **samples at the observation times**: an array shaped like ``y`` with ``n_inputs`` in
-  its last axis (which may be left out for one input), or a list of such arrays when
-  ``t`` is a list. Plain arrays are *always* read this way, so a wrong length is an
-  error, not a silent reinterpretation.
-- **constants per trajectory** (a dose, a temperature): wrapped in
-  :class:`ConstantInputs`, shape ``(n_traj, n_inputs)``, or ``(n_inputs,)`` for one
-  trajectory. The wrapper is an array, so model selection slices it by trajectory.
-- **a callable** ``u(t)``: takes a float64 torch tensor of physical times of shape
-  ``(n,)`` and returns shape ``(n, n_inputs)`` (or ``(n,)`` for one input), with torch
-  operations so it runs on the model's device. Define it at module level: a saved model
-  stores it by import path.
+- **samples at the observation times**: a plain array shaped like ``y`` with ``n_inputs``
+  in its last axis (left out for one input), or a list of such arrays when ``t`` is a
+  list. Plain arrays are *always* read so, hence a wrong length is an error.
+- **constants per trajectory** (a dose, a temperature): :class:`ConstantInputs` of shape
+  ``(n_traj, n_inputs)``, or ``(n_inputs,)`` for one trajectory; an array subclass, so
+  model selection slices it by trajectory like ``t`` and ``y``.
+- **a callable** ``u(t)``: float64 torch tensor of physical times ``(n,)`` ->
+  ``(n, n_inputs)`` (or ``(n,)`` for one input), in torch operations so it runs on the
+  model's device; defined at module level, as a saved model stores its import path.
 
-:class:`InputSignal` (samples, linear or zero-order-hold interpolation) and
-:class:`CallableInput` share one call, ``signal(times, trajectory) -> (..., n_inputs)``,
-vectorised over members, with no host synchronisation and no gradient.
+:class:`InputSignal` and :class:`CallableInput` share one call, ``signal(times,
+trajectory) -> (..., n_inputs)``: vectorised, no host synchronisation, no gradient.
 """
 
 from __future__ import annotations
@@ -64,9 +61,9 @@ class ValidatedInputs:
     kind : {"samples", "constant", "callable"}
     n_inputs : int
     times : ndarray of shape (n_traj, n_max) or None
-        Sorted physical sample times; a shorter trajectory repeats its last time.
+        Sorted physical sample times; the padding repeats each row's last time.
     values : ndarray of shape (n_traj, n_max, n_inputs) or None
-        Inputs at ``times`` (sorted like ``y``); the padding repeats the last value.
+        Inputs at ``times``; the padding repeats each row's last value.
     function : callable or None
         The caller's ``u(t)``.
     """
@@ -200,10 +197,7 @@ def _common_width(items: list[np.ndarray], name: str) -> int:
     for i, item in enumerate(items):
         if not np.all(np.isfinite(item)):
             where = "" if len(items) == 1 else f" (trajectory {i})"
-            raise ValueError(
-                f"{name} must be finite: it contains NaN or inf{where}. Inputs are data the "
-                "model is driven by; fill gaps (e.g. by interpolation) first."
-            )
+            raise ValueError(f"{name} must be finite: it contains NaN or inf{where}.")
         if np.abs(item).max(initial=0.0) > _MAX_MAGNITUDE:
             raise ValueError(f"{name} has values beyond {_MAX_MAGNITUDE:.0e}; rescale it first.")
     return widths.pop()
@@ -319,16 +313,8 @@ class InputSignal(_InputModule):
 
     def record(self) -> InputRecord:
         """The plain-data description that :func:`build_input_signal` rebuilds."""
-        n_traj, n_samples = self.sample_times.shape
-        return InputRecord(
-            "samples",
-            self.n_inputs,
-            self.interpolation,
-            n_traj,
-            n_samples,
-            self.time_origin,
-            self.time_scale,
-        )
+        shape, scaling = self.sample_times.shape, (self.time_origin, self.time_scale)
+        return InputRecord("samples", self.n_inputs, self.interpolation, *shape, *scaling)
 
 
 class CallableInput(_InputModule):
@@ -340,7 +326,7 @@ class CallableInput(_InputModule):
         ``u(t)``: float64 tensor of physical times (n,) -> (n, n_inputs) or (n,).
     n_inputs : int
     time_origin, time_scale : float
-        ``forward`` takes times ``(t - time_origin) / time_scale``.
+        As in :class:`InputSignal`.
     """
 
     def __init__(
@@ -363,13 +349,8 @@ class CallableInput(_InputModule):
 
     def record(self) -> InputRecord:
         """The plain-data description that :func:`build_input_signal` rebuilds."""
-        return InputRecord(
-            "callable",
-            self.n_inputs,
-            time_origin=self.time_origin,
-            time_scale=self.time_scale,
-            function=self.function,
-        )
+        scaling = (self.time_origin, self.time_scale)
+        return InputRecord("callable", self.n_inputs, "linear", 0, 0, *scaling, self.function)
 
 
 def make_input_signal(
@@ -394,14 +375,8 @@ def build_input_signal(
 ) -> InputSignal | CallableInput:
     """The input module ``record`` describes, without data: a sampled signal holds zeros
     of the recorded shape until its ``state_dict`` is loaded."""
-    scaling = {"time_origin": record.time_origin, "time_scale": record.time_scale}
-    if record.kind == "callable":
-        return CallableInput(record.function, record.n_inputs, **scaling)
     shape = (record.n_traj, record.n_samples)
-    return InputSignal(
-        np.zeros(shape),
-        np.zeros((*shape, record.n_inputs)),
-        dtype=dtype,
-        **scaling,
-        interpolation=record.interpolation,  # type: ignore[arg-type]
-    )
+    empty = np.zeros(shape), np.zeros((*shape, record.n_inputs)), record.function
+    settings = {key: getattr(record, key) for key in ("interpolation", "time_origin", "time_scale")}
+    inputs = ValidatedInputs(record.kind, record.n_inputs, *empty)
+    return make_input_signal(inputs, dtype=dtype, **settings)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -110,11 +114,18 @@ def test_callable_inputs_are_checked_and_evaluated_at_physical_times() -> None:
 
 # ------------------------------------------------------------------ interpolation
 def test_unsorted_times_give_the_same_signal_as_sorted() -> None:
-    order = np.random.default_rng(0).permutation(T.size)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(T.size)
     sorted_inputs = validate_inputs(U, validate_trajectories(T, Y).grids)
     shuffled = validate_inputs(U[order], validate_trajectories(T[order], Y[order]).grids)
     assert_array_equal(shuffled.times, sorted_inputs.times)
     assert_array_equal(shuffled.values, sorted_inputs.values)
+    orders = np.stack([rng.permutation(T.size) for _ in range(3)])  # own order per row
+    t, u = np.stack([T, T + 1, T + 2]), np.stack([U, -U, 2 * U])
+    rows = np.arange(3)[:, None]
+    grids = validate_trajectories(t[rows, orders], np.zeros((3, 6, 2))[rows, orders]).grids
+    own = validate_inputs(u[rows, orders], grids)
+    assert_array_equal(own.times, t) and assert_array_equal(own.values, u)
 
 
 @pytest.mark.parametrize("interpolation", ["linear", "previous"])
@@ -204,6 +215,16 @@ def test_record_rebuilds_the_signal_from_its_state_dict(interpolation: str) -> N
         0.5,
         2.0,
     )
+
+
+def test_records_are_plain_data_and_modules_pickle() -> None:
+    signal = InputSignal(T[None], U[None], interpolation="previous", time_origin=1.0)
+    plain = dataclasses.asdict(signal.record())
+    assert json.loads(json.dumps(plain)) == plain
+    callable_signal = CallableInput(forcing, 2)
+    for module in (signal, callable_signal):
+        copy = pickle.loads(pickle.dumps(module))
+        assert_array_equal(at(copy, T), at(module, T))
 
 
 def test_record_of_a_callable_names_it() -> None:
