@@ -37,10 +37,12 @@ from ._data import (
 )
 from ._device import device_for_prediction, resolve_device, resolve_dtype
 from ._fit_warnings import warn_about_fit
+from ._forcing import training_input_statistics
+from ._inputs import ValidatedInputs, validate_inputs
 from ._monitor import TrainingMonitor
 from ._params import COMMON_CONSTRAINTS, check_callbacks, check_hidden_layer_sizes
 from ._prediction import integrate
-from ._problem import TrainingProblem, build_problem
+from ._problem import TrainingProblem, build_problem, input_signal
 from ._scoring import masked_r2_score
 from ._solve import SolverSettings
 from ._spec import FieldSpec, ModelSpec
@@ -66,7 +68,10 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
     Subclasses define ``__init__`` (storing their arguments) and :meth:`_field_spec`.
     """
 
-    _parameter_constraints: ClassVar[dict] = with_renamed_settings(COMMON_CONSTRAINTS)
+    _parameter_constraints: ClassVar[dict] = {
+        **with_renamed_settings(COMMON_CONSTRAINTS),
+        "input_interpolation": [StrOptions({"linear", "previous"})],
+    }
     #: Fitted attributes that are not derived from the model (a file stores these).
     _recorded_attributes: ClassVar[frozenset[str]] = frozenset(
         {"n_iter_", "loss_", "history_", "stage_results_"}
@@ -81,8 +86,9 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
     _skneuralode_estimator: ClassVar[bool] = True
 
     # ----------------------------------------------------------------- subclass hooks
-    def _field_spec(self, problem: TrainingProblem) -> FieldSpec:
-        """The field of a new fit, described from the arguments and the training data."""
+    def _field_spec(self, problem: TrainingProblem, has_inputs: bool) -> FieldSpec:
+        """The field of a new fit, described from the arguments and the training data
+        (``has_inputs``: the fit has external inputs)."""
         raise NotImplementedError
 
     def _check_model_arguments(self) -> None:
@@ -170,7 +176,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         return callbacks
 
     # --------------------------------------------------------------------------- fit
-    def fit(self, t: Any, y: Any, y0: Any = None) -> BaseODERegressor:
+    def fit(self, t: Any, y: Any, y0: Any = None, u: Any = None) -> BaseODERegressor:
         """Fit the dynamics to observed trajectories.
 
         Parameters
@@ -186,6 +192,14 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             Known initial states at each trajectory's first time: finite entries are held
             fixed (not learned), ``NaN`` entries are learned. By default every initial
             state is learned. Sliced by trajectory in model selection, like ``y``.
+        u : array-like, list of arrays, ConstantInputs or callable, optional
+            External inputs the dynamics depend on (a forcing, a control, a dose): sampled
+            at the observation times in the layout of ``y`` with ``n_inputs`` in the last
+            axis (read between samples as ``input_interpolation`` says), per-trajectory
+            constants wrapped in :class:`~skneuralode.ConstantInputs`, or a callable
+            ``u(t)`` on torch tensors (module level, so the model saves). The network
+            sees ``[y, u(t)]``; ``known(t, y, p, u)`` gets them. A model fitted with
+            inputs needs them to predict.
 
         Returns
         -------
@@ -201,12 +215,19 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         if known is not None and np.isnan(known).all():
             known = None
         self._check_hidden_states(batch.hidden_states, known)
+        inputs = None if u is None else validate_inputs(u, batch.grids)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         previous = self.module_ if self.warm_start and hasattr(self, "module_") else None
         if previous is not None and batch.n_states != previous.n_states:
             raise ValueError(
                 f"y has {batch.n_states} states but the model being continued "
                 f"(warm_start=True) was fitted on {previous.n_states}."
+            )
+        n_inputs = 0 if inputs is None else inputs.n_inputs
+        if previous is not None and n_inputs != previous.spec.n_inputs:
+            raise ValueError(
+                f"u gives {n_inputs} input(s) but the model being continued "
+                f"(warm_start=True) was fitted with {previous.spec.n_inputs}."
             )
         relative_noise = None if self.smoothing == "auto" else float(self.smoothing)
         problem = build_problem(
@@ -216,8 +237,10 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             relative_noise=relative_noise,
             scaling=None if previous is None else previous.scaling,
             known_initial_states=known,
+            inputs=inputs,
+            input_interpolation=self.input_interpolation,
         )
-        spec = self._model_spec(problem, batch, dtype, previous, known)
+        spec = self._model_spec(problem, batch, dtype, previous, known, inputs)
         spec.check()
         with seeded_global_rng(seed):
             model = self._new_model(spec, problem) if previous is None else None
@@ -253,13 +276,14 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         dtype: torch.dtype,
         previous: ODEModel | None,
         known_initial_states: np.ndarray | None,
+        inputs: ValidatedInputs | None,
     ) -> ModelSpec:
         """The specification of the model this fit trains (a continued one's, updated)."""
         initial_times = batch.times[:, 0].copy()
         solver = self._solver_settings()
         layout = batch.grids.layout
         if previous is not None:
-            field = self._field_spec(problem)
+            field = self._field_spec(problem, inputs is not None)
             if field.architecture() != previous.spec.field.architecture() or (
                 self.augment_dim != previous.spec.n_augmented
             ):
@@ -277,8 +301,18 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
                 known_initial_states=known_initial_states,
                 hidden_states=batch.hidden_states,
             )
+        input_settings: dict[str, Any] = {}
+        if inputs is not None:
+            mean, std = training_input_statistics(inputs, batch.grids.sorted_times)
+            input_settings = {
+                "n_inputs": inputs.n_inputs,
+                "input_interpolation": self.input_interpolation,
+                "input_mean": mean,
+                "input_std": std,
+                "input_function": inputs.function,
+            }
         return ModelSpec(
-            field=self._field_spec(problem),
+            field=self._field_spec(problem, inputs is not None),
             n_states=problem.n_states,
             n_augmented=int(self.augment_dim),
             initial_times=initial_times,
@@ -289,6 +323,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             one_trajectory=layout.kind == "single",
             known_initial_states=known_initial_states,
             hidden_states=batch.hidden_states,
+            **input_settings,
         )
 
     def _describes(self, spec: ModelSpec) -> bool:
@@ -418,11 +453,41 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         scaled = np.where(np.isnan(scaled), fitted, scaled)
         return np.concatenate([scaled, np.zeros((len(states), spec.n_augmented))], axis=1)
 
+    def _input_signal(self, u: Any, grids: TimeGrids) -> torch.nn.Module | None:
+        """The inputs of the trajectories of ``grids`` as a signal (None for a model
+        without inputs); a model fitted with a callable ``u`` uses it when ``u`` is None."""
+        model = self.module_
+        spec = model.spec
+        if not spec.n_inputs:
+            if u is not None:
+                raise ValueError(
+                    "u: this model was fitted without external inputs, so it takes none; "
+                    "fit it with u to model forced dynamics."
+                )
+            return None
+        if u is None:
+            u = spec.input_function
+        if u is None:
+            raise ValueError(
+                f"This model was fitted with {spec.n_inputs} external input(s) u; pass the "
+                "inputs of the trajectories to forecast as u (sampled at t like y, "
+                "ConstantInputs, or a callable u(t))."
+            )
+        validated = validate_inputs(u, grids, n_inputs=spec.n_inputs)
+        like = model.initial_states
+        return input_signal(
+            validated, spec.scaling, spec.input_interpolation, like.dtype, like.device
+        )
+
     def _integrate(
-        self, scaled: np.ndarray, starts: np.ndarray, sorted_times: list[np.ndarray]
+        self,
+        scaled: np.ndarray,
+        starts: np.ndarray,
+        sorted_times: list[np.ndarray],
+        signal: torch.nn.Module | None = None,
     ) -> list[np.ndarray]:
         model = self._fitted_model()
-        outputs = integrate(model, scaled, starts, sorted_times, model.spec.solver)
+        outputs = integrate(model, scaled, starts, sorted_times, model.spec.solver, signal)
         if not all(np.all(np.isfinite(output)) for output in outputs):
             warnings.warn(
                 "Some predictions are not finite: the learned dynamics blow up or the solver "
@@ -433,7 +498,11 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         return outputs
 
     def _forecast(
-        self, batch: TrajectoryBatch, sorted_times: list[np.ndarray], y0: Any = None
+        self,
+        batch: TrajectoryBatch,
+        sorted_times: list[np.ndarray],
+        y0: Any = None,
+        u: Any = None,
     ) -> list[np.ndarray]:
         """Forecast the trajectories of ``batch`` at ``sorted_times`` (one ascending array
         per trajectory, none before its first time): the one rule for which initial state.
@@ -463,9 +532,10 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
                 first = np.where(np.isnan(known), first, known)
             scaled = self._scaled_initial_states(first)
             starts = batch.times[:, 0]
-        return self._integrate(scaled, starts, sorted_times)
+        signal = self._input_signal(u, batch.grids)
+        return self._integrate(scaled, starts, sorted_times, signal)
 
-    def predict(self, t: Any, y0: Any = None) -> Any:
+    def predict(self, t: Any, y0: Any = None, u: Any = None) -> Any:
         """Integrate the learned dynamics to the times ``t``.
 
         The model is integrated with the solver settings of the fit (``solver``,
@@ -479,6 +549,9 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
             Initial states at the earliest time of each trajectory of ``t``. By default the
             fitted initial states ``y0_`` at the fitted initial times ``t0_`` are used.
+        u : array-like, list of arrays, ConstantInputs or callable, optional
+            External inputs of the trajectories of ``t``, as in :meth:`fit`; required
+            for a model fitted with inputs (unless they were a callable).
 
         Returns
         -------
@@ -489,9 +562,12 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         self._fitted_model()
         grids = validate_times(t)
         scaled, starts, grids = self._initial_conditions(grids, y0)
-        return grids.restore_order(self._integrate(scaled, starts, grids.sorted_times))
+        signal = self._input_signal(u, grids)
+        return grids.restore_order(self._integrate(scaled, starts, grids.sorted_times, signal))
 
-    def score(self, t: Any, y: Any, sample_weight: Any = None, *, y0: Any = None) -> float:
+    def score(
+        self, t: Any, y: Any, sample_weight: Any = None, *, y0: Any = None, u: Any = None
+    ) -> float:
         """Coefficient of determination R^2 of the forecast, averaged over states.
 
         One trajectory (fitted and scored) is forecast from the fitted initial state;
@@ -506,6 +582,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             trajectory, trajectories otherwise).
         y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
             Known initial states (``NaN`` where unknown), as in :meth:`fit`.
+        u : array-like, list of arrays, ConstantInputs or callable, optional
+            External inputs, as in :meth:`fit`.
 
         Returns
         -------
@@ -519,18 +597,20 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         n_samples = int(batch.lengths[0]) if single else batch.n_traj
         weights = validate_sample_weight(sample_weight, n_samples)
         times = [batch.times[row, :length] for row, length in enumerate(batch.lengths)]
-        predicted = self._forecast(batch, times, y0)
+        predicted = self._forecast(batch, times, y0, u)
         observed = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
         if single:
             weights = [weights[batch.grids.orders[0]]]
         return masked_r2_score(predicted, observed, list(weights))
 
-    def vector_field(self, y: Any) -> np.ndarray:
+    def vector_field(self, y: Any, u: Any = None) -> np.ndarray:
         """The learned right-hand side ``dy/dt`` at given states.
 
         Parameters
         ----------
         y : array-like of shape (n_samples, n_states) or (n_states,)
+        u : array-like of shape (n_samples, n_inputs) or (n_inputs,), optional
+            External inputs at those states (a model fitted with inputs needs them).
 
         Returns
         -------
@@ -538,7 +618,22 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         """
         model = self._fitted_model()
         states = validate_states(y, model.n_states, name="y")
-        return model.physical_rates(states).reshape(np.shape(y))
+        inputs = self._inputs_at_states(u, states.shape[0])
+        return model.physical_rates(states, inputs=inputs).reshape(np.shape(y))
+
+    def _inputs_at_states(self, u: Any, n_samples: int) -> np.ndarray | None:
+        """Inputs ``(n_samples, n_inputs)`` that go with states, checked."""
+        n_inputs = self.module_.spec.n_inputs
+        if not n_inputs:
+            if u is not None:
+                raise ValueError("u: this model was fitted without external inputs.")
+            return None
+        if u is None:
+            raise ValueError(f"This model was fitted with {n_inputs} input(s); pass u.")
+        inputs = validate_states(u, n_inputs, name="u")
+        if inputs.shape[0] not in (1, n_samples):
+            raise ValueError(f"u must have one row of inputs, or one per state ({n_samples}).")
+        return np.broadcast_to(inputs, (n_samples, n_inputs))
 
     # ------------------------------------------------------------------- persistence
     def __getstate__(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ DTYPE = "auto"
 VERBOSE = 0
 WARM_START = False
 ON_INTERRUPT = "raise"
+INPUT_INTERPOLATION = "linear"
 # Names that changed (old -> new): the old ones still work, with a FutureWarning.
 RENAMED = {
     "segment_length": "shooting_segment_length",

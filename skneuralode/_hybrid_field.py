@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from ._forcing import InputStandardiser
 from ._physical_parameters import (
     Constraint,
     PhysicalParameters,
@@ -51,6 +52,7 @@ from ._vector_fields import (
     FeatureMap,
     NetworkInputs,
     check_feature_statistics,
+    input_scaler,
     multilayer_perceptron,
 )
 
@@ -137,6 +139,7 @@ class HybridField(nn.Module):
         output_mask: torch.Tensor,
         penalty_weight: float,
         weight_decay: float = 0.0,
+        input_scaler: InputStandardiser | None = None,
     ) -> None:
         super().__init__()
         self.known = known
@@ -150,6 +153,7 @@ class HybridField(nn.Module):
         self.penalty_weight = float(penalty_weight)
         self.weight_decay = float(weight_decay)
         self.network_enabled = True
+        self.input_scaler = input_scaler
 
     @property
     def has_network(self) -> bool:
@@ -165,47 +169,53 @@ class HybridField(nn.Module):
             output.weight.zero_()
             output.bias.zero_()
 
-    def known_rates(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Scaled rates of the known part, shape (..., n_states)."""
+    def known_rates(self, t: Tensor, z: Tensor, u: Tensor | None = None) -> Tensor:
+        """Scaled rates of the known part, shape (..., n_states); ``known`` gets the
+        physical inputs ``u`` as a fourth argument when the model has inputs."""
         observed = z[..., : self.n_states]
         if self.known is None:
             return torch.zeros_like(observed)
         states = self.scaling.unscale_states(observed)
         times = self.scaling.unscale_times(torch.broadcast_to(t, observed.shape[:-1]))
-        return self.scaling.scale_rates(self.known(times, states, self.physical_parameters()))
+        extra = () if self.input_scaler is None else (u,)
+        rates = self.known(times, states, self.physical_parameters(), *extra)
+        return self.scaling.scale_rates(rates)
 
-    def network_rates(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def network_rates(self, t: Tensor, z: Tensor, u: Tensor | None = None) -> Tensor:
         """Scaled rates of the network's term (zero off ``output_mask``), shape like ``z``."""
         if self.network is None or not self.network_enabled:
             return torch.zeros_like(z)
-        rates = self.network(self.features(z))
+        features = self.features(z)
+        if self.input_scaler is not None:
+            features = torch.cat([features, self.input_scaler(u)], dim=-1)
+        rates = self.network(features)
         return rates if self.masks_nothing else rates * self.output_mask
 
-    def rates_of_part(self, t: torch.Tensor, z: torch.Tensor, part: str) -> torch.Tensor:
+    def rates_of_part(self, t: Tensor, z: Tensor, part: str, u: Tensor | None = None) -> Tensor:
         """Scaled rates of one term, ``"known"`` or ``"network"``, shape (..., n_states)."""
         if part == "known":
-            return self.known_rates(t, z)
+            return self.known_rates(t, z, u)
         if part == "network":
-            return self.network_rates(t, z)[..., : self.n_states]
+            return self.network_rates(t, z, u)[..., : self.n_states]
         raise ValueError(f"part must be 'known' or 'network', got {part!r}.")
 
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        rates = self.known_rates(t, z)
+    def forward(self, t: Tensor, z: Tensor, u: Tensor | None = None) -> Tensor:
+        rates = self.known_rates(t, z, u)
         n_augmented = z.shape[-1] - self.n_states
         if n_augmented:
             rates = torch.cat([rates, rates.new_zeros(*rates.shape[:-1], n_augmented)], dim=-1)
         if self.network is not None and self.network_enabled:
-            rates = rates + self.network_rates(t, z)
+            rates = rates + self.network_rates(t, z, u)
         return rates
 
-    def penalty(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def penalty(self, t: Tensor, z: Tensor, u: Tensor | None = None) -> Tensor:
         """Minimal-norm penalty (weighted mean square of the network's term at ``z``) plus
         weight decay (weighted sum of the network's squared weights)."""
         if self.network is None or not self.network_enabled:
             return z.new_zeros(())
         penalty = z.new_zeros(())
         if self.penalty_weight != 0.0:
-            squares = self.network_rates(t, z) ** 2
+            squares = self.network_rates(t, z, u) ** 2
             n_outputs = self.output_mask.sum().clamp_min(1.0)
             penalty = penalty + self.penalty_weight * squares.sum(dim=-1).mean() / n_outputs
         if self.weight_decay != 0.0:
@@ -291,7 +301,10 @@ class HybridFieldSpec(FieldSpec):
                 )
             features = NetworkFeatures(self.network_inputs, n_states, n_total, featurizer)
             network = multilayer_perceptron(
-                features.n_features, self.hidden_layer_sizes, n_total, self.activation
+                features.n_features + spec.n_inputs,
+                self.hidden_layer_sizes,
+                n_total,
+                self.activation,
             )
         return HybridField(
             self.known,
@@ -303,6 +316,7 @@ class HybridFieldSpec(FieldSpec):
             output_mask(self.network_outputs, n_states, spec.n_augmented, torch.float64),
             self.penalty_weight,
             self.weight_decay,
+            input_scaler(spec),
         )
 
     def check(self, spec: ModelSpec) -> None:
@@ -337,10 +351,12 @@ class HybridFieldSpec(FieldSpec):
             raise ValueError("network_penalty and network_weight_decay must be >= 0.")
 
     def n_parameters(self, spec: ModelSpec) -> int:
-        count = 5 * len(self.params) + len(self.fixed) + spec.n_total_states
+        count = 5 * len(self.params) + len(self.fixed) + spec.n_total_states + 2 * spec.n_inputs
         if self.has_network(spec):
             count += len(self.network_inputs) + mlp_parameter_count(
-                self._n_network_features(spec), self.hidden_layer_sizes, spec.n_total_states
+                self._n_network_features(spec) + spec.n_inputs,
+                self.hidden_layer_sizes,
+                spec.n_total_states,
             )
             if self.feature_mean is not None:
                 count += 2 * int(self.feature_mean.shape[0])
@@ -383,19 +399,26 @@ def check_state_indices(value: object, n_states: int, name: str) -> tuple[int, .
 
 
 def check_known_output(
-    field: HybridField, times: torch.Tensor, scaled_states: torch.Tensor, n_states: int
+    field: HybridField,
+    times: torch.Tensor,
+    scaled_states: torch.Tensor,
+    n_states: int,
+    inputs: torch.Tensor | None = None,
 ) -> None:
-    """Call ``known`` at the initial states; it must return finite (n_traj, n_states)."""
+    """Call ``known`` at the initial states (and inputs); it must return finite
+    (n_traj, n_states)."""
     if field.known is None:
         return
     states = field.scaling.unscale_states(scaled_states)
     physical_times = field.scaling.unscale_times(times)
+    extra = () if inputs is None else (inputs,)
+    signature = "known(t, y, p)" if inputs is None else "known(t, y, p, u)"
     with torch.no_grad():
         try:
-            rates = field.known(physical_times, states, field.physical_parameters())
+            rates = field.known(physical_times, states, field.physical_parameters(), *extra)
         except Exception as error:
             raise ValueError(
-                f"known(t, y, p) raised {type(error).__name__}: {error} when called with t of "
+                f"{signature} raised {type(error).__name__}: {error} when called with t of "
                 f"shape {tuple(physical_times.shape)}, y of shape {tuple(states.shape)} (the "
                 f"initial states) and p with keys {sorted(field.physical_parameters())}."
             ) from error

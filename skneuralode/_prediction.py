@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from ._solve import SolverSettings, solve
 from ._vector_fields import ODEModel
@@ -19,6 +20,7 @@ def _integrate_one_direction(
     initial_times: np.ndarray,
     targets: list[np.ndarray],
     solver: SolverSettings,
+    signal: nn.Module | None,
 ) -> list[np.ndarray]:
     """States (scaled, all dims) at ``targets[i]`` (ordered away from ``initial_times[i]``)."""
     counts = np.array([target.size for target in targets])
@@ -36,7 +38,9 @@ def _integrate_one_direction(
         dtype=initial_states.dtype,
         device=initial_states.device,
     )
-    result = solve(model.field, initial_states, scaled_grid, solver, shared_grid=shared)
+    members = torch.arange(len(targets), device=initial_states.device)
+    field = model.forced(signal, members)
+    result = solve(field, initial_states, scaled_grid, solver, shared_grid=shared)
     if not result.ok:
         nan = np.full((width, model.n_total_states), np.nan)
         return [nan[1 : count + 1] for count in counts]
@@ -50,6 +54,7 @@ def integrate(
     initial_times: np.ndarray,
     sorted_times: list[np.ndarray],
     solver: SolverSettings,
+    signal: nn.Module | None = None,
 ) -> list[np.ndarray]:
     """Physical states of every trajectory at its sorted times.
 
@@ -63,6 +68,9 @@ def integrate(
     sorted_times : list of ndarray
         Ascending physical output times of each trajectory.
     solver : SolverSettings
+    signal : nn.Module, optional
+        External inputs of these trajectories, ``signal(times, trajectory)`` in scaled
+        time (required when the model has inputs).
 
     Returns
     -------
@@ -77,8 +85,8 @@ def integrate(
         times[times < start][::-1] for times, start in zip(sorted_times, initial_times, strict=True)
     ]
     with torch.no_grad():
-        after = _integrate_one_direction(model, z0, initial_times, forward, solver)
-        before = _integrate_one_direction(model, z0, initial_times, backward, solver)
+        after = _integrate_one_direction(model, z0, initial_times, forward, solver, signal)
+        before = _integrate_one_direction(model, z0, initial_times, backward, solver, signal)
     outputs = []
     for row, times in enumerate(sorted_times):
         at_start = np.repeat(

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from ._data import TrajectoryBatch
+from ._inputs import ValidatedInputs, make_input_signal
 from ._scaling import Scaling
 from ._smoothing import smooth_trajectories
 
@@ -41,6 +43,9 @@ class TrainingProblem:
     noise_variance : float
         Estimated variance of the observation noise in scaled units, averaged over states.
     scaling : Scaling
+    inputs : nn.Module or None
+        The training inputs as a signal ``inputs(times, trajectory) -> (..., n_inputs)``
+        in scaled time, on the device; None without inputs.
     """
 
     times: torch.Tensor
@@ -53,6 +58,7 @@ class TrainingProblem:
     shared_grid: bool
     noise_variance: float
     scaling: Scaling
+    inputs: nn.Module | None = None
 
     @property
     def n_traj(self) -> int:
@@ -61,6 +67,33 @@ class TrainingProblem:
     @property
     def n_states(self) -> int:
         return self.observations.shape[2]
+
+    def inputs_at(self, times: torch.Tensor, trajectories: torch.Tensor) -> torch.Tensor | None:
+        """The training inputs at scaled ``times`` of ``trajectories`` (broadcast
+        together), shape (..., n_inputs); None without inputs."""
+        return None if self.inputs is None else self.inputs(times, trajectories)
+
+    def trajectory_index(self) -> torch.Tensor:
+        """``arange(n_traj)`` on the problem's device."""
+        return torch.arange(self.n_traj, device=self.times.device)
+
+
+def input_signal(
+    inputs: ValidatedInputs,
+    scaling: Scaling,
+    interpolation: str,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> nn.Module:
+    """The signal of validated inputs in the scaled time of ``scaling``, on ``device``."""
+    signal = make_input_signal(
+        inputs,
+        interpolation=interpolation,  # type: ignore[arg-type]
+        time_origin=scaling.time_origin,
+        time_scale=scaling.time_scale,
+        dtype=dtype,
+    )
+    return signal.to(device)
 
 
 def build_problem(
@@ -71,6 +104,8 @@ def build_problem(
     relative_noise: float | None,
     scaling: Scaling | None = None,
     known_initial_states: np.ndarray | None = None,
+    inputs: ValidatedInputs | None = None,
+    input_interpolation: str = "linear",
 ) -> TrainingProblem:
     """Scale and smooth validated data and move it to ``device``.
 
@@ -86,6 +121,8 @@ def build_problem(
         Reuse an earlier fit's scaling (``warm_start``); computed from the data if None.
     known_initial_states : ndarray of shape (n_traj, n_states), optional
         Known initial values (NaN where unknown).
+    inputs : ValidatedInputs, optional
+        External inputs, read with ``input_interpolation`` between samples.
 
     A state never observed in a trajectory (a hidden state) has no smoothed estimate: it
     is held at its known initial value there (at the scaling's centre if unknown), with
@@ -131,4 +168,7 @@ def build_problem(
         shared_grid=shared_grid,
         noise_variance=float(np.mean(noise**2)),
         scaling=scaling,
+        inputs=None
+        if inputs is None
+        else input_signal(inputs, scaling, input_interpolation, dtype, device),
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -174,6 +174,15 @@ class ModelSpec:
         held fixed, never learned.
     hidden_states : tuple of int
         States never observed in the training data (learned through the dynamics).
+    n_inputs : int
+        External inputs ``u(t)`` the field reads (0: none).
+    input_interpolation : {"linear", "previous"}
+        How sampled inputs are read between samples.
+    input_mean, input_std : ndarray of shape (n_inputs,) or None
+        Statistics of the training inputs (the network sees them standardised).
+    input_function : callable or None
+        The caller's ``u(t)`` when the model was fitted with one (used when ``predict``
+        is given no inputs).
     """
 
     field: FieldSpec
@@ -187,6 +196,11 @@ class ModelSpec:
     one_trajectory: bool = False
     known_initial_states: np.ndarray | None = None
     hidden_states: tuple[int, ...] = ()
+    n_inputs: int = 0
+    input_interpolation: str = "linear"
+    input_mean: np.ndarray | None = None
+    input_std: np.ndarray | None = None
+    input_function: Callable[..., Any] | None = None
 
     @property
     def n_trajectories(self) -> int:
@@ -199,6 +213,19 @@ class ModelSpec:
     @property
     def torch_dtype(self) -> torch.dtype:
         return TORCH_DTYPES[self.dtype]
+
+    def _check_inputs(self) -> None:
+        n_inputs = check_count(self.n_inputs, "the number of inputs", 0, MAX_STATES)
+        if self.input_interpolation not in ("linear", "previous"):
+            raise ValueError("input_interpolation must be 'linear' or 'previous'.")
+        if self.input_function is not None and not callable(self.input_function):
+            raise ValueError("the input function must be callable.")
+        if n_inputs == 0:
+            if self.input_mean is not None or self.input_std is not None:
+                raise ValueError("input statistics without inputs.")
+            return
+        check_finite_vector(self.input_mean, "the input mean", n_inputs)
+        check_finite_vector(self.input_std, "the input std", n_inputs, positive=True)
 
     def n_parameters(self) -> int:
         """Scalars in the model's ``state_dict``: field plus initial states."""
@@ -240,6 +267,7 @@ class ModelSpec:
             type(i) is int and 0 <= i < n_states for i in hidden
         ):
             raise ValueError("hidden_states must be a tuple of state indices.")
+        self._check_inputs()
         if not isinstance(self.field, FieldSpec):
             raise ValueError("the field description is missing.")
         self.field.check(self)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._forcing import ForcedField, InputStandardiser
 from ._scaling import Scaling
 from ._spec import (
     FieldSpec,
@@ -155,17 +156,32 @@ class NetworkInputs(nn.Module):
 
 
 class NeuralField(nn.Module):
-    """``dz/ds = MLP(inputs(z))``: the field of :class:`NeuralODERegressor`."""
+    """``dz/ds = MLP(inputs(z), u)``: the field of :class:`NeuralODERegressor`.
+
+    With external inputs (``input_scaler`` given) the network also sees the standardised
+    inputs ``u`` (the third argument); without, it is a field of the state alone.
+    """
 
     depends_on_time = False  # lets the solver skip computing real times
 
-    def __init__(self, inputs: NetworkInputs, network: nn.Module) -> None:
+    def __init__(
+        self,
+        inputs: NetworkInputs,
+        network: nn.Module,
+        input_scaler: InputStandardiser | None = None,
+    ) -> None:
         super().__init__()
         self.inputs = inputs
         self.network = network
+        self.input_scaler = input_scaler
 
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.network(self.inputs(z))
+    def forward(
+        self, t: torch.Tensor, z: torch.Tensor, u: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        features = self.inputs(z)
+        if self.input_scaler is not None:
+            features = torch.cat([features, self.input_scaler(u)], dim=-1)
+        return self.network(features)
 
 
 def check_feature_statistics(feature_map: Any, mean: Any, std: Any, where: str) -> int:
@@ -208,12 +224,12 @@ class NeuralFieldSpec(FieldSpec):
     def build(self, spec: ModelSpec) -> nn.Module:
         inputs = NetworkInputs(spec.scaling, self.feature_map, self.feature_mean, self.feature_std)
         network = multilayer_perceptron(
-            inputs.n_features + spec.n_augmented,
+            inputs.n_features + spec.n_augmented + spec.n_inputs,
             self.hidden_layer_sizes,
             spec.n_total_states,
             self.activation,
         )
-        return NeuralField(inputs, network)
+        return NeuralField(inputs, network, input_scaler(spec))
 
     def check(self, spec: ModelSpec) -> None:
         check_layer_sizes(self.hidden_layer_sizes)
@@ -224,12 +240,21 @@ class NeuralFieldSpec(FieldSpec):
     def n_parameters(self, spec: ModelSpec) -> int:
         n_features = self._n_features(spec)
         network = mlp_parameter_count(
-            n_features + spec.n_augmented, self.hidden_layer_sizes, spec.n_total_states
+            n_features + spec.n_augmented + spec.n_inputs,
+            self.hidden_layer_sizes,
+            spec.n_total_states,
         )
-        return network + 2 * n_features
+        return network + 2 * n_features + 2 * spec.n_inputs
 
     def architecture(self) -> tuple[Any, ...]:
         return (self.hidden_layer_sizes, self.activation, self.feature_map)
+
+
+def input_scaler(spec: ModelSpec) -> InputStandardiser | None:
+    """What the network of a model with inputs uses to see them (None without inputs)."""
+    if not spec.n_inputs:
+        return None
+    return InputStandardiser(spec.input_mean, spec.input_std)
 
 
 class ODEModel(nn.Module):
@@ -305,16 +330,30 @@ class ODEModel(nn.Module):
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.field(t, z)
 
-    def regularisation(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Penalty the field adds to every training loss at states ``z`` (times ``t``);
-        zero unless the field defines ``penalty(t, z)`` (e.g. a minimal-norm term)."""
+    def regularisation(
+        self, t: torch.Tensor, z: torch.Tensor, u: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Penalty the field adds to every training loss at states ``z`` (times ``t``,
+        inputs ``u``); zero unless the field defines ``penalty`` (e.g. a minimal-norm
+        term)."""
         penalty = getattr(self.field, "penalty", None)
         if penalty is None:
             return z.new_zeros(())
-        return penalty(t, z)
+        return penalty(t, z) if u is None else penalty(t, z, u)
+
+    def forced(self, signal: nn.Module | None, members: torch.Tensor) -> nn.Module:
+        """The field as the solver calls it, ``f(t, z)``: with the inputs of ``signal`` for
+        the trajectories ``members`` of the batch when the model has inputs."""
+        if not self.spec.n_inputs:
+            return self.field
+        return ForcedField(self.field, signal, members)
 
     def physical_rates(
-        self, states: np.ndarray, times: np.ndarray | None = None, part: str = "total"
+        self,
+        states: np.ndarray,
+        times: np.ndarray | None = None,
+        part: str = "total",
+        inputs: np.ndarray | None = None,
     ) -> np.ndarray:
         """``dy/dt`` at physical states: the one way the field is evaluated for a caller.
 
@@ -326,6 +365,8 @@ class ODEModel(nn.Module):
             Physical times (for fields that read time); the earliest training time if None.
         part : {"total", "known", "network"}
             The whole field, or one term of a field that has terms (``rates_of_part``).
+        inputs : ndarray of shape (n, n_inputs), optional
+            External inputs at those states (required when the model has inputs).
 
         Returns
         -------
@@ -342,10 +383,13 @@ class ODEModel(nn.Module):
             s = torch.as_tensor(
                 self.scaling.scale_times(times), dtype=parameter.dtype, device=parameter.device
             )
+        extra = ()
+        if inputs is not None:
+            extra = (torch.as_tensor(inputs, dtype=parameter.dtype, device=parameter.device),)
         with torch.no_grad():
             if part == "total":
-                scaled_rates = self.field(s, z)
+                scaled_rates = self.field(s, z, *extra)
             else:
-                scaled_rates = self.field.rates_of_part(s, z, part)
+                scaled_rates = self.field.rates_of_part(s, z, part, *extra)
         rates = self.scaling.unscale_rates(scaled_rates[..., : self.n_states])
         return rates.cpu().numpy()

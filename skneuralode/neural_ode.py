@@ -115,6 +115,10 @@ class NeuralODERegressor(BaseODERegressor):
         ``fit`` (unfitted, or the previous fit). "keep_best" ends training instead: the
         best model found so far is kept and ``fit`` returns normally with a
         ``ConvergenceWarning``; ``fit`` again with ``warm_start=True`` continues from it.
+    input_interpolation : {"linear", "previous"}, default="linear"
+        How external inputs ``u`` sampled at the observation times are read between
+        samples: linearly, or held from each sample to the next ("previous", a
+        zero-order hold for doses and switched controls).
     segment_length, segment_growth, segment_batch_size, continuity_weight : deprecated
         Former names of ``shooting_segment_length``, ``shooting_segment_growth``,
         ``shooting_batch_size`` and ``shooting_continuity_weight`` (every stage setting
@@ -194,6 +198,7 @@ class NeuralODERegressor(BaseODERegressor):
         verbose: int = defaults.VERBOSE,
         warm_start: bool = defaults.WARM_START,
         on_interrupt: str = defaults.ON_INTERRUPT,
+        input_interpolation: str = defaults.INPUT_INTERPOLATION,
         segment_length: Any = defaults.DEPRECATED,
         segment_growth: Any = defaults.DEPRECATED,
         segment_batch_size: Any = defaults.DEPRECATED,
@@ -231,6 +236,7 @@ class NeuralODERegressor(BaseODERegressor):
         self.verbose = verbose
         self.warm_start = warm_start
         self.on_interrupt = on_interrupt
+        self.input_interpolation = input_interpolation
         self.segment_length = segment_length
         self.segment_growth = segment_growth
         self.segment_batch_size = segment_batch_size
@@ -243,7 +249,7 @@ class NeuralODERegressor(BaseODERegressor):
 
     _field_spec_type = NeuralFieldSpec
 
-    def _field_spec(self, problem: TrainingProblem) -> NeuralFieldSpec:
+    def _field_spec(self, problem: TrainingProblem, has_inputs: bool = False) -> NeuralFieldSpec:
         mean = std = None
         if self.feature_map is not None:
             reference = problem.scaling.unscale_states(observed_reference_states(problem))

@@ -139,6 +139,10 @@ class UniversalODERegressor(BaseODERegressor):
         ``fit`` (unfitted, or the previous fit). "keep_best" ends training instead: the
         best model found so far is kept and ``fit`` returns normally with a
         ``ConvergenceWarning``; ``fit`` again with ``warm_start=True`` continues from it.
+    input_interpolation : {"linear", "previous"}, default="linear"
+        How external inputs ``u`` sampled at the observation times are read between
+        samples: linearly, or held from each sample to the next ("previous", a
+        zero-order hold for doses and switched controls).
     segment_length, segment_growth, segment_batch_size, continuity_weight : deprecated
         Former names of ``shooting_segment_length``, ``shooting_segment_growth``,
         ``shooting_batch_size`` and ``shooting_continuity_weight`` (every stage setting
@@ -234,6 +238,7 @@ class UniversalODERegressor(BaseODERegressor):
         verbose: int = defaults.VERBOSE,
         warm_start: bool = defaults.WARM_START,
         on_interrupt: str = defaults.ON_INTERRUPT,
+        input_interpolation: str = defaults.INPUT_INTERPOLATION,
         segment_length: Any = defaults.DEPRECATED,
         segment_growth: Any = defaults.DEPRECATED,
         segment_batch_size: Any = defaults.DEPRECATED,
@@ -280,6 +285,7 @@ class UniversalODERegressor(BaseODERegressor):
         self.verbose = verbose
         self.warm_start = warm_start
         self.on_interrupt = on_interrupt
+        self.input_interpolation = input_interpolation
         self.segment_length = segment_length
         self.segment_growth = segment_growth
         self.segment_batch_size = segment_batch_size
@@ -337,7 +343,7 @@ class UniversalODERegressor(BaseODERegressor):
                 "Nothing to learn: with hidden_layer_sizes=() give learned params to known."
             )
 
-    def _field_spec(self, problem: TrainingProblem) -> HybridFieldSpec:
+    def _field_spec(self, problem: TrainingProblem, has_inputs: bool = False) -> HybridFieldSpec:
         n_states = problem.n_states
         params = check_parameter_mapping(self.params, "params")
         outputs = check_state_indices(self.network_outputs, n_states, "network_outputs")
@@ -409,8 +415,12 @@ class UniversalODERegressor(BaseODERegressor):
 
     def _check_new_model(self, model: ODEModel, problem: TrainingProblem) -> None:
         initial_states = problem.smoothed_states[:, 0].detach().cpu().to(torch.float64)
-        initial_times = problem.times[:, 0].detach().cpu().to(torch.float64)
-        check_known_output(model.field, initial_times, initial_states, problem.n_states)
+        initial_times = problem.times[:, 0]
+        inputs = problem.inputs_at(initial_times, problem.trajectory_index())
+        if inputs is not None:
+            inputs = inputs.detach().cpu().to(torch.float64)
+        times = initial_times.detach().cpu().to(torch.float64)
+        check_known_output(model.field, times, initial_states, problem.n_states, inputs)
 
     def _record_data_facts(self, batch: TrajectoryBatch) -> None:
         ends = batch.times[np.arange(batch.n_traj), batch.lengths - 1]
@@ -420,13 +430,14 @@ class UniversalODERegressor(BaseODERegressor):
         self.params_ = self.module_.field.physical_parameters.as_floats()
 
     # -------------------------------------------------------------------- inspection
-    def _field_rates(self, y: Any, t: Any, part: str) -> np.ndarray:
+    def _field_rates(self, y: Any, t: Any, part: str, u: Any) -> np.ndarray:
         model = self._fitted_model()
         states = validate_states(y, model.n_states, name="y")
         times = None if t is None else validate_state_times(t, states.shape[0])
-        return model.physical_rates(states, times, part).reshape(np.shape(y))
+        inputs = self._inputs_at_states(u, states.shape[0])
+        return model.physical_rates(states, times, part, inputs).reshape(np.shape(y))
 
-    def known_term(self, y: Any, t: Any = None) -> np.ndarray:
+    def known_term(self, y: Any, t: Any = None, u: Any = None) -> np.ndarray:
         """The fitted known part ``known(t, y, params_)`` at given states.
 
         Parameters
@@ -434,6 +445,8 @@ class UniversalODERegressor(BaseODERegressor):
         y : array-like of shape (n_samples, n_states) or (n_states,)
         t : float or array-like of shape (n_samples,), optional
             Times passed to ``known``; by default the earliest training time.
+        u : array-like of shape (n_samples, n_inputs) or (n_inputs,), optional
+            External inputs (a model fitted with inputs needs them).
 
         Returns
         -------
@@ -451,15 +464,17 @@ class UniversalODERegressor(BaseODERegressor):
         >>> np.round(est.known_term([[1.0]]), 2)
         array([[-2.]])
         """
-        return self._field_rates(y, t, "known")
+        return self._field_rates(y, t, "known", u)
 
-    def network_term(self, y: Any) -> np.ndarray:
+    def network_term(self, y: Any, u: Any = None) -> np.ndarray:
         """The network's contribution to ``dy/dt`` at given states (zero on the states
         outside ``network_outputs``), in the caller's units.
 
         Parameters
         ----------
         y : array-like of shape (n_samples, n_states) or (n_states,)
+        u : array-like of shape (n_samples, n_inputs) or (n_inputs,), optional
+            External inputs (a model fitted with inputs needs them).
 
         Returns
         -------
@@ -485,7 +500,7 @@ class UniversalODERegressor(BaseODERegressor):
         array([[ 0. , -0.4],
                [ 0. ,  0.4]])
         """
-        return self._field_rates(y, None, "network")
+        return self._field_rates(y, None, "network", u)
 
     def discover_equations(
         self,
@@ -565,6 +580,11 @@ class UniversalODERegressor(BaseODERegressor):
         if not field.has_network:
             raise ValueError(
                 "This model has no network (hidden_layer_sizes=()): nothing to discover."
+            )
+        if model.spec.n_inputs or model.spec.hidden_states:
+            raise ValueError(
+                "discover_equations describes a network of the observed states only; this "
+                "model has external inputs or hidden states."
             )
         if self.augment_dim:
             raise ValueError(

@@ -39,8 +39,10 @@ class _CollocationObjective:
         keep = weight.sum(dim=1) > 0
         states = problem.smoothed_states.reshape(-1, n_states)[keep]
         augmented = states.new_zeros(states.shape[0], n_total - n_states)
+        trajectory = problem.trajectory_index()[:, None].expand(problem.times.shape)
         # Everything a pair holds, side by side, so a mini-batch is ONE row gather:
-        # [states + augmented zeros | rates | weight | time], (n_pairs, n_total + 2 n_states + 1)
+        # [states + augmented zeros | rates | weight | time | trajectory],
+        # (n_pairs, n_total + 2 n_states + 2)
         self.pairs = torch.cat(
             [
                 states,
@@ -48,6 +50,7 @@ class _CollocationObjective:
                 problem.smoothed_derivatives.reshape(-1, n_states)[keep],
                 weight[keep],
                 problem.times.reshape(-1, 1)[keep],
+                trajectory.reshape(-1, 1)[keep].to(states.dtype),
             ],
             dim=1,
         )
@@ -56,7 +59,9 @@ class _CollocationObjective:
             "rates": slice(n_total, n_total + n_states),
             "weight": slice(n_total + n_states, n_total + 2 * n_states),
             "times": n_total + 2 * n_states,
+            "trajectory": n_total + 2 * n_states + 1,
         }
+        self.problem = problem
         self.model = model
         self.n_states = n_states
         n_pairs = self.pairs.shape[0]
@@ -82,11 +87,15 @@ class _CollocationObjective:
             batch = self.pairs.index_select(0, rows)  # (batch_size, n_columns)
         columns = self.columns
         times, states = batch[:, columns["times"]], batch[:, columns["states"]]
-        predicted = self.model.field(times, states)[:, : self.n_states]
+        inputs = ()
+        if self.problem.inputs is not None:
+            trajectories = batch[:, columns["trajectory"]].long()
+            inputs = (self.problem.inputs_at(times, trajectories),)
+        predicted = self.model.field(times, states, *inputs)[:, : self.n_states]
         misfit = masked_huber(
             predicted, batch[:, columns["rates"]], batch[:, columns["weight"]], self.huber_delta
         )
-        return misfit + self.model.regularisation(times, states)
+        return misfit + self.model.regularisation(times, states, *inputs)
 
 
 @dataclass

@@ -18,7 +18,7 @@ def trajectory_misfit(
     Returns the loss (inf when the solve failed) and the failure, if any.
     """
     result = solve(
-        model.field,
+        model.forced(problem.inputs, problem.trajectory_index()),
         model.initial_values(),
         problem.times,
         solver,

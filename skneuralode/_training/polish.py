@@ -36,7 +36,9 @@ class _TrajectoryObjective:
         self.last_failure = failure or self.last_failure
         states = self.problem.smoothed_states
         augmented = states.new_zeros(*states.shape[:2], self.model.n_total_states - states.shape[2])
-        penalty = self.model.regularisation(self.problem.times, torch.cat([states, augmented], -1))
+        times = self.problem.times
+        inputs = self.problem.inputs_at(times, self.problem.trajectory_index()[:, None])
+        penalty = self.model.regularisation(times, torch.cat([states, augmented], -1), inputs)
         return loss + penalty
 
 

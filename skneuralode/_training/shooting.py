@@ -165,6 +165,7 @@ class _ShootingObjective:
             self.fixed_mask[segments.first_segment] = model.known_initial_mask
             self.fixed_values[segments.first_segment] = model.known_initial_values
         self.segments = segments
+        self.problem = problem
         self.has_next = segments.has_next.to(dtype)
         self.model = model
         self.solver = solver
@@ -195,8 +196,9 @@ class _ShootingObjective:
         starts = torch.where(
             self.fixed_mask[batch], self.fixed_values[batch], self.start_states[batch]
         )
+        members = self.segments.trajectory[batch]
         result = solve(
-            self.model.field,
+            self.model.forced(self.problem.inputs, members),
             starts,
             self.times[batch],
             self.solver,
@@ -215,7 +217,9 @@ class _ShootingObjective:
         has_next = self.has_next[batch][:, None]
         gaps = (has_next * (reached - following) ** 2).sum()
         continuity = gaps / (has_next.sum() * predicted.shape[-1]).clamp_min(1.0)
-        penalty = self.model.regularisation(self.times[batch], predicted)
+        times = self.times[batch]
+        inputs = self.problem.inputs_at(times, members[:, None])
+        penalty = self.model.regularisation(times, predicted, inputs)
         return misfit + self.continuity_weight * continuity + penalty
 
 
