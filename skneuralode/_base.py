@@ -97,7 +97,9 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
     def _check_new_model(self, model: ODEModel, problem: TrainingProblem) -> None:
         """Check a freshly built model on the data (e.g. call user physics once)."""
 
-    def _check_hidden_states(self, hidden: tuple[int, ...], known: np.ndarray | None) -> None:
+    def _check_hidden_states(
+        self, hidden: tuple[int, ...], known: np.ndarray | None, n_states: int
+    ) -> None:
         """Refuse hidden states the model could not learn (naming them and why)."""
 
     def _after_fit(self) -> None:
@@ -214,7 +216,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         known = None if y0 is None else validate_initial_states(y0, batch.n_traj, batch.n_states)
         if known is not None and np.isnan(known).all():
             known = None
-        self._check_hidden_states(batch.hidden_states, known)
+        self._check_hidden_states(batch.hidden_states, known, batch.n_states)
         inputs = None if u is None else validate_inputs(u, batch.grids)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         previous = self.module_ if self.warm_start and hasattr(self, "module_") else None

@@ -20,6 +20,17 @@ from collections.abc import Callable
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from ._scientific_systems import (  # noqa: F401 (re-exported)
+    PHARMACOKINETICS,
+    SIR,
+    make_forced_oscillator,
+    make_pharmacokinetics,
+    make_sir,
+    one_compartment_known,
+    sir_known,
+    sum_of_sines,
+)
+
 SPIRAL_MATRIX = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 LOTKA_VOLTERRA = {"a": 1.3, "b": 0.9, "c": 0.8, "d": 1.8}
 LOTKA_VOLTERRA_Y0 = np.array([0.44249296, 4.6280594])

@@ -393,10 +393,11 @@ class UniversalODERegressor(BaseODERegressor):
             == field.network_inputs
         )
 
-    def _check_hidden_states(self, hidden: tuple[int, ...], known: np.ndarray | None) -> None:
+    def _check_hidden_states(
+        self, hidden: tuple[int, ...], known: np.ndarray | None, n_states: int
+    ) -> None:
         if not hidden:
             return
-        n_states = max(hidden) + 1 if known is None else known.shape[1]
         if self.network_outputs is not None:
             outputs = set(check_state_indices(self.network_outputs, n_states, "network_outputs"))
         else:
