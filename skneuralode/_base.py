@@ -80,6 +80,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
     _derived_attributes: ClassVar[frozenset[str]] = frozenset(
         {"module_", "n_features_in_", "n_trajectories_", "t0_", "y0_", "hidden_states_"}
     )
+    #: First guess of hidden states (see :func:`~skneuralode._problem.build_problem`).
+    _hidden_guess: ClassVar[str] = "constant"
     #: The kind of field this estimator fits.
     _field_spec_type: ClassVar[type[FieldSpec]] = FieldSpec
     #: Marks the classes the safe file format may instantiate.
@@ -241,6 +243,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             known_initial_states=known,
             inputs=inputs,
             input_interpolation=self.input_interpolation,
+            hidden_guess=self._hidden_guess,
         )
         spec = self._model_spec(problem, batch, dtype, previous, known, inputs)
         spec.check()

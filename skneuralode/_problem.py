@@ -96,6 +96,50 @@ def input_signal(
     return signal.to(device)
 
 
+def embed_hidden_states(
+    states: np.ndarray,
+    derivatives: np.ndarray,
+    inside: np.ndarray,
+    times: np.ndarray,
+    hidden: np.ndarray,
+    sources: np.ndarray,
+) -> None:
+    """Guess hidden states as derivatives of observed ones, in place (scaled units).
+
+    The k-th hidden state becomes the ``1 + k // n_sources``-th derivative of the
+    ``k % n_sources``-th observed state, and its own derivative is estimated from that
+    by finite differences on each trajectory's times, where the source is interpolated.
+
+    Parameters
+    ----------
+    states, derivatives, inside : ndarray of shape (n_traj, n_max, n_states)
+    times : ndarray of shape (n_traj, n_max)
+    hidden, sources : ndarray of int
+    """
+    if not len(hidden) or not len(sources):
+        return
+    for order_index, state in enumerate(hidden):
+        source = sources[order_index % len(sources)]
+        guess = derivatives[..., source]
+        for _ in range(order_index // len(sources)):
+            guess = _time_gradient(guess, times)
+        states[..., state] = guess
+        derivatives[..., state] = _time_gradient(guess, times)
+        inside[..., state] = inside[..., source]
+
+
+def _time_gradient(values: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """d values / d times along each trajectory (padding repeats times: left flat)."""
+    gradient = np.zeros_like(values)
+    for row in range(values.shape[0]):
+        distinct = np.concatenate([[True], np.diff(times[row]) > 0])
+        n_real = int(distinct.sum())
+        if n_real >= 2:
+            gradient[row, :n_real] = np.gradient(values[row, :n_real], times[row, :n_real])
+            gradient[row, n_real:] = gradient[row, n_real - 1]
+    return gradient
+
+
 def build_problem(
     batch: TrajectoryBatch,
     *,
@@ -106,6 +150,7 @@ def build_problem(
     known_initial_states: np.ndarray | None = None,
     inputs: ValidatedInputs | None = None,
     input_interpolation: str = "linear",
+    hidden_guess: str = "constant",
 ) -> TrainingProblem:
     """Scale and smooth validated data and move it to ``device``.
 
@@ -123,11 +168,16 @@ def build_problem(
         Known initial values (NaN where unknown).
     inputs : ValidatedInputs, optional
         External inputs, read with ``input_interpolation`` between samples.
+    hidden_guess : {"constant", "derivative"}
+        First guess of a hidden state without known initial values: "constant" holds it
+        at the scaling's centre (with no derivative estimate, so collocation ignores
+        it); "derivative" takes the time derivatives of the observed states (a
+        derivative embedding, as Takens' theorem allows for a latent state with no
+        physical meaning), whose own derivatives collocation then fits.
 
     A state never observed in a trajectory (a hidden state) has no smoothed estimate: it
-    is held at its known initial value there (at the scaling's centre if unknown), with
-    no derivative estimate (collocation ignores it), and the stages that integrate learn
-    what it does.
+    is held at its known initial value there (at the scaling's centre if unknown), and
+    the stages that integrate learn what it does.
     """
     with warnings.catch_warnings():  # series without observations: handled below
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -151,6 +201,19 @@ def build_problem(
     )
     inside = smoothed.inside & ~unseen[:, None, :]
     seen_states = ~unseen.all(axis=0)
+    scaled_times = scaling.scale_times(batch.times)
+    if hidden_guess == "derivative":
+        unknown = np.ones(batch.n_states, dtype=bool)
+        if known_initial_states is not None:
+            unknown = np.isnan(known_initial_states).all(axis=0)
+        embed_hidden_states(
+            scaled_smoothed,
+            scaled_derivatives,
+            inside,
+            scaled_times,
+            hidden=np.flatnonzero(~seen_states & unknown),
+            sources=np.flatnonzero(seen_states),
+        )
     noise = (smoothed.noise_level / scaling.state_scale)[seen_states]
     shared_grid = bool(np.all(batch.times == batch.times[:1]))
 
@@ -158,7 +221,7 @@ def build_problem(
         return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
 
     return TrainingProblem(
-        times=tensor(scaling.scale_times(batch.times)),
+        times=tensor(scaled_times),
         observations=tensor(scaled_observations),
         observed=tensor(observed.astype(np.float64)),
         smoothed_states=tensor(scaled_smoothed),

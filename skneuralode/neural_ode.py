@@ -248,6 +248,9 @@ class NeuralODERegressor(BaseODERegressor):
     }
 
     _field_spec_type = NeuralFieldSpec
+    # A hidden state of a neural ODE is latent: a derivative embedding is a first guess
+    # that collocation can fit (Takens), where a constant would leave it to shooting.
+    _hidden_guess = "derivative"
 
     def _field_spec(self, problem: TrainingProblem, has_inputs: bool = False) -> NeuralFieldSpec:
         mean = std = None
