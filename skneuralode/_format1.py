@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from ._codec import Decoder, ImportPolicy
-from ._hybrid_field import HybridFieldSpec, check_state_indices
+from ._hybrid_field import check_state_indices
+from ._hybrid_spec import HybridFieldSpec
 from ._physical_parameters import check_constraints, check_parameter_mapping
 from ._scaling import Scaling
 from ._spec import FieldSpec, ModelSpec, check_finite

@@ -45,7 +45,7 @@ import torch
 from ._codec import Decoder, ImportPolicy, Unstorable, collect_imports, encode, import_path
 from ._defaults import RENAMED as RENAMED_SETTINGS
 from ._device import check_device_name
-from ._hybrid_field import HybridFieldSpec
+from ._hybrid_spec import HybridFieldSpec
 from ._scaling import Scaling
 from ._solve import SolverSettings
 from ._spec import ModelSpec

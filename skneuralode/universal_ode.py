@@ -15,10 +15,10 @@ from ._base import BaseODERegressor
 from ._data import TrajectoryBatch, validate_state_times, validate_states
 from ._hybrid_field import (
     HybridField,
-    HybridFieldSpec,
     check_known_output,
     check_state_indices,
 )
+from ._hybrid_spec import HybridFieldSpec
 from ._physical_parameters import check_constraints, check_parameter_mapping
 from ._problem import TrainingProblem
 from ._spec import ModelSpec
