@@ -8,8 +8,9 @@ absolute deviation), which keeps clean dense data nearly interpolated — genera
 validation over-smooths exactly that case — and noisy data smooth.
 
 Series observed at the same time points (many trajectories on one grid, the states of
-one trajectory) are smoothed together: scipy fits all columns of a matrix at once for a
-given ``lam``, so ``lam`` is searched on a common grid and each series then takes its own.
+one trajectory) are smoothed together: one banded solve fits all columns of a matrix at
+once for a given ``lam`` (``_spline_fit``, linear in the number of points), so ``lam`` is
+searched on a common grid and each series then takes its own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import make_smoothing_spline
+
+from ._spline_fit import NaturalSplineSmoother
 
 _MIN_SPLINE_POINTS = 5
 _LOG_LAMBDA_GRID = np.arange(-14.0, 2.5, 1.0)  # normalised time: positions in [0, 1]
@@ -64,7 +66,7 @@ def estimate_noise_level(values: np.ndarray) -> np.ndarray | float:
 
 
 def _chosen_log_lambdas(
-    positions: np.ndarray, values: np.ndarray, targets: np.ndarray
+    smoother: NaturalSplineSmoother, values: np.ndarray, targets: np.ndarray
 ) -> np.ndarray:
     """Per column, the largest ``log10(lam)`` whose residual RMS stays within its target.
 
@@ -73,8 +75,8 @@ def _chosen_log_lambdas(
     """
     residuals = np.empty((len(_LOG_LAMBDA_GRID), values.shape[1]))
     for row, log_lambda in enumerate(_LOG_LAMBDA_GRID):
-        spline = make_smoothing_spline(positions, values, lam=10.0**log_lambda)
-        residuals[row] = np.sqrt(np.mean((spline(positions) - values) ** 2, axis=0))
+        fitted = smoother.fitted_values(smoother.solve(values, 10.0**log_lambda))
+        residuals[row] = np.sqrt(np.mean((fitted - values) ** 2, axis=0))
     chosen = np.full(values.shape[1], _LOG_LAMBDA_GRID[0])
     for column, target in enumerate(targets):
         within = np.nonzero(residuals[:, column] <= target)[0]
@@ -108,10 +110,11 @@ def _smooth_series_group(
             smoothed[:, column] = np.interp(query_positions, positions, values[:, column])
             slopes[:, column] = np.interp(query_positions, positions, gradient) / span
         return smoothed, slopes
-    log_lambdas = _chosen_log_lambdas(positions, values, targets)
+    smoother = NaturalSplineSmoother(positions)
+    log_lambdas = _chosen_log_lambdas(smoother, values, targets)
     for log_lambda in np.unique(log_lambdas):
         columns = log_lambdas == log_lambda
-        spline = make_smoothing_spline(positions, values[:, columns], lam=10.0**log_lambda)
+        spline = smoother.fit(values[:, columns], 10.0**log_lambda)
         smoothed[:, columns] = spline(query_positions)
         slopes[:, columns] = spline.derivative()(query_positions) / span
     return smoothed, slopes

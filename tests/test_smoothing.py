@@ -1,12 +1,14 @@
-"""Smoothing splines and derivative estimates (``skneuralode._smoothing``)."""
+"""Smoothing splines and derivative estimates (``skneuralode._smoothing``, ``_spline_fit``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from scipy.interpolate import make_smoothing_spline
 
 from skneuralode._smoothing import estimate_noise_level, smooth_trajectories
+from skneuralode._spline_fit import NaturalSplineSmoother
 
 
 def _smooth_one(t: np.ndarray, values: np.ndarray, relative_noise: float | None = None):
@@ -99,3 +101,31 @@ def test_short_series_fall_back_to_linear_interpolation() -> None:
     smoothed = _smooth_one(t, np.array([1.0, 3.0, 7.0]))
     assert_allclose(smoothed.states[0, :, 0], [1.0, 3.0, 7.0])
     assert_allclose(smoothed.derivatives[0, :, 0], 2.0)
+
+
+# ------------------------------------------------------------ the banded spline fit
+@pytest.mark.parametrize("n", [5, 6, 9, 200])
+@pytest.mark.parametrize("lam", [1e-9, 1e-4, 1e-1])
+def test_spline_fit_is_scipys_smoothing_spline(n: int, lam: float) -> None:
+    rng = np.random.default_rng(n)
+    positions = np.sort(rng.uniform(0.0, 1.0, n))
+    values = rng.standard_normal((n, 3))
+    weights = rng.uniform(0.5, 2.0, n)
+    ours = NaturalSplineSmoother(positions, weights).fit(values, lam)
+    theirs = make_smoothing_spline(positions, values, w=weights, lam=lam)
+    grid = np.linspace(-0.1, 1.1, 50)
+    # The same banded system: equal up to its conditioning (large lam, many points).
+    assert_allclose(ours(grid), theirs(grid), rtol=1e-6, atol=1e-6)
+    assert_allclose(ours.derivative()(grid), theirs.derivative()(grid), rtol=1e-6, atol=1e-5)
+
+
+def test_spline_fitted_values_and_interpolation() -> None:
+    rng = np.random.default_rng(3)
+    positions = np.sort(rng.uniform(0.0, 1.0, 40))
+    values = rng.standard_normal((40, 2))
+    smoother = NaturalSplineSmoother(positions)
+    coefficients = smoother.solve(values, 1e-5)
+    assert_allclose(
+        smoother.fitted_values(coefficients), smoother.spline(coefficients)(positions), atol=1e-12
+    )
+    assert_allclose(smoother.fit(values, 0.0)(positions), values, atol=1e-10)
