@@ -30,6 +30,30 @@ def test_noise_level_of_clean_or_short_series() -> None:
     assert estimate_noise_level(np.array([1.0, 5.0, -3.0])) == 0.0
 
 
+def test_noise_level_on_uneven_spacing() -> None:
+    rng = np.random.default_rng(4)
+    t = np.sort(rng.uniform(0.0, 6.0, 300))
+    # Divided differences annihilate low-degree polynomials on any spacing ...
+    quadratic = 1.0 + 2.0 * t + 3.0 * t**2
+    assert estimate_noise_level(quadratic, t) < 1e-9
+    assert estimate_noise_level(quadratic) > 1e-3  # ... plain differences do not.
+    noisy = np.sin(3.0 * t) + 0.05 * rng.standard_normal(t.size)
+    assert estimate_noise_level(noisy, t) == pytest.approx(0.05, rel=0.15)
+
+
+def test_noise_level_of_short_oscillations() -> None:
+    """10 points of an oscillation: the signal dominates third differences (~4x the
+    noise); the higher orders resolve it better and the median over orders is kept."""
+    t = np.linspace(0.0, 6.0, 10)
+    values = np.cos(2.0 * t) * np.exp(-0.2 * t)
+    estimates = [
+        estimate_noise_level(values + 0.05 * np.random.default_rng(seed).standard_normal(10), t)
+        for seed in range(20)
+    ]
+    # Third differences alone: median 4.3x the noise.
+    assert np.median(estimates) < 3.0 * 0.05
+
+
 def test_clean_data_is_nearly_interpolated_and_differentiated() -> None:
     t = np.linspace(0.0, 6.0, 60)
     smoothed = _smooth_one(t, np.sin(t))
