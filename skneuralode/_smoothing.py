@@ -1,16 +1,16 @@
 """Smoothing of observed states and estimation of their time derivatives.
 
-Each observed series (one state of one trajectory) gets a cubic smoothing spline
-(:func:`scipy.interpolate.make_smoothing_spline`). Its smoothing strength ``lam`` is
-chosen by the discrepancy principle: the spline may leave residuals as large as the
-noise, and no larger. The noise is estimated from the data (divided differences of
-consecutive points, robust deviation), which keeps clean dense data nearly interpolated
-— generalised cross validation over-smooths exactly that case — and noisy data smooth.
+Each observed series (one state of one trajectory) gets a cubic smoothing spline whose
+strength follows the discrepancy principle: the spline may leave residuals as large as
+the noise, and no larger. The noise is estimated from the data (divided differences of
+consecutive points, robust deviation), which keeps clean dense data nearly
+interpolated — generalised cross validation over-smooths exactly that case — and noisy
+data smooth. The principle is applied point by point (``_smoothing_strength``), so a
+series that is fast in one stretch and slow in another is smoothed less where it is fast.
 
 Series observed at the same time points (many trajectories on one grid, the states of
-one trajectory) are smoothed together: one banded solve fits all columns of a matrix at
-once for a given ``lam`` (``_spline_fit``, linear in the number of points), so ``lam`` is
-searched on a common grid and each series then takes its own.
+one trajectory) are smoothed together: one banded solve per smoothing strength fits all
+of them (``_spline_fit``), at a cost linear in the number of points.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._spline_fit import NaturalSplineSmoother, divided_difference_coefficients
+from ._smoothing_strength import smooth_locally
+from ._spline_fit import divided_difference_coefficients
 
 _MIN_SPLINE_POINTS = 5
-_LOG_LAMBDA_GRID = np.arange(-14.0, 2.5, 1.0)  # normalised time: positions in [0, 1]
-_LOG_LAMBDA_RESOLUTION = 0.25  # decades; the chosen lam is rounded to this
 _MAD_TO_STD = 1.4826
 _NOISE_ORDERS = (3, 4, 5)  # divided differences that estimate the noise
 _MIN_NOISE_WINDOWS = 3  # orders above the first count only with this many windows
@@ -115,33 +114,6 @@ def estimate_noise_level(
     return float(level[0]) if values.ndim == 1 else level
 
 
-def _chosen_log_lambdas(
-    smoother: NaturalSplineSmoother, values: np.ndarray, targets: np.ndarray
-) -> np.ndarray:
-    """Per column, the largest ``log10(lam)`` whose residual RMS stays within its target.
-
-    The residual grows with ``lam``; it is computed on a coarse grid for all columns at
-    once and its crossing of the target interpolated, then rounded so columns share fits.
-    """
-    residuals = np.empty((len(_LOG_LAMBDA_GRID), values.shape[1]))
-    for row, log_lambda in enumerate(_LOG_LAMBDA_GRID):
-        fitted = smoother.fitted_values(smoother.solve(values, 10.0**log_lambda))
-        residuals[row] = np.sqrt(np.mean((fitted - values) ** 2, axis=0))
-    chosen = np.full(values.shape[1], _LOG_LAMBDA_GRID[0])
-    for column, target in enumerate(targets):
-        within = np.nonzero(residuals[:, column] <= target)[0]
-        if within.size == 0:
-            continue
-        last = within[-1]
-        if last == len(_LOG_LAMBDA_GRID) - 1:
-            chosen[column] = _LOG_LAMBDA_GRID[last]
-            continue
-        low, high = np.log(residuals[last : last + 2, column] + 1e-300)
-        fraction = np.clip((np.log(target + 1e-300) - low) / max(high - low, 1e-12), 0.0, 1.0)
-        chosen[column] = _LOG_LAMBDA_GRID[last] + fraction
-    return np.floor(chosen / _LOG_LAMBDA_RESOLUTION) * _LOG_LAMBDA_RESOLUTION
-
-
 def _smooth_series_group(
     times: np.ndarray, values: np.ndarray, query_times: np.ndarray, targets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -152,22 +124,16 @@ def _smooth_series_group(
     span = times[-1] - times[0]
     positions = (times - times[0]) / span
     query_positions = (query_times - times[0]) / span
-    smoothed = np.empty((len(query_times), values.shape[1]))
-    slopes = np.empty_like(smoothed)
     if times.size < _MIN_SPLINE_POINTS:
+        smoothed = np.empty((len(query_times), values.shape[1]))
+        slopes = np.empty_like(smoothed)
         for column in range(values.shape[1]):
             gradient = np.gradient(values[:, column], positions)
             smoothed[:, column] = np.interp(query_positions, positions, values[:, column])
             slopes[:, column] = np.interp(query_positions, positions, gradient) / span
         return smoothed, slopes
-    smoother = NaturalSplineSmoother(positions)
-    log_lambdas = _chosen_log_lambdas(smoother, values, targets)
-    for log_lambda in np.unique(log_lambdas):
-        columns = log_lambdas == log_lambda
-        spline = smoother.fit(values[:, columns], 10.0**log_lambda)
-        smoothed[:, columns] = spline(query_positions)
-        slopes[:, columns] = spline.derivative()(query_positions) / span
-    return smoothed, slopes
+    smoothed, slopes = smooth_locally(positions, values, query_positions, targets)
+    return smoothed, slopes / span
 
 
 def smooth_trajectories(
