@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
+from scipy.ndimage import convolve1d
 
 from ._spline_fit import NaturalSplineSmoother
 
@@ -70,14 +71,20 @@ class _Rungs:
         return (fitted - self.values) ** 2  # (n, n_series)
 
 
-def _windowed_mean(squared: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over each point's neighbours within ``window`` (fewer at the ends), and counts."""
-    n = squared.shape[0]
-    cumulative = np.concatenate([np.zeros((1, squared.shape[1])), np.cumsum(squared, axis=0)])
+def _window_counts(n: int, window: int) -> np.ndarray:
+    """How many points lie within ``window`` of each of ``n`` points (fewer at the ends)."""
     index = np.arange(n)
-    low, high = np.maximum(index - window, 0), np.minimum(index + window + 1, n)
-    counts = (high - low).astype(float)
-    return (cumulative[high] - cumulative[low]) / counts[:, None], counts
+    return (np.minimum(index + window + 1, n) - np.maximum(index - window, 0)).astype(float)
+
+
+def _windowed_mean(squared: np.ndarray, window: int) -> np.ndarray:
+    """Mean of each column over each point's neighbours within ``window``, (n, n_series).
+
+    A direct sum, not a difference of cumulative sums, which loses the small residuals
+    of a quiet stretch to rounding once a loud one has passed.
+    """
+    sums = convolve1d(squared, np.ones(2 * window + 1), axis=0, mode="constant")
+    return sums / _window_counts(squared.shape[0], window)[:, None]
 
 
 class _Crossing:
@@ -137,14 +144,13 @@ def _chosen_rungs(rungs: _Rungs, targets: np.ndarray, start: int) -> np.ndarray:
     """
     log_targets = np.log(targets + 1e-300)
     series = _Crossing(log_targets)
-    n = rungs.values.shape[0]
-    _, counts = _windowed_mean(np.zeros((n, 1)), _LOCAL_WINDOW)
+    counts = _window_counts(rungs.values.shape[0], _LOCAL_WINDOW)
     allowance = 0.5 * np.log1p(_LACK_OF_FIT_Z * np.sqrt(2.0 / counts))
     local = _Crossing(log_targets[None, :] + allowance[:, None])
 
     def residuals(rung: int) -> tuple[np.ndarray, np.ndarray]:
         squared = rungs.squared_residuals(rung)
-        windowed, _ = _windowed_mean(squared, _LOCAL_WINDOW)
+        windowed = _windowed_mean(squared, _LOCAL_WINDOW)
         return 0.5 * np.log(squared.mean(axis=0) + 1e-300), 0.5 * np.log(windowed + 1e-300)
 
     start_residuals = below = residuals(start)

@@ -259,3 +259,10 @@ def test_work_grows_linearly_with_the_series(monkeypatch: pytest.MonkeyPatch) ->
         longer = [length for length in solved_lengths if length > 2000]
         assert all(length == n for length in longer)  # the rest: the strided subsample
         assert sum(solved_lengths) <= (most_full_solves + 1) * n
+
+
+def test_windowed_residuals_of_a_quiet_stretch_after_a_loud_one() -> None:
+    squared = np.concatenate([np.full(10, 1e10), np.full(1000, 1e-10)])[:, None]
+    windowed = _smoothing_strength._windowed_mean(squared, 10)
+    assert_allclose(windowed[30:, 0], 1e-10, rtol=1e-9)
+    assert windowed[0, 0] == pytest.approx(1e10 * 10 / 11)  # 11 points at the first
