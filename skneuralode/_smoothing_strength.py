@@ -36,6 +36,7 @@ _LACK_OF_FIT_Z = 3.0  # standard errors of a local mean square that count as lac
 _LOWEST_RUNG = -8  # lam = 0 (interpolation); the rung above smooths over 0.02 spacings
 _LONGEST_SCAN = 6  # rungs fitted on the full series above the start, and as many below
 _SUBSAMPLE_POINTS = 2000
+_SUBSAMPLE_SERIES = 64  # series of a group that place the start
 _BOUNDARY_DROP = 1.0  # decades of strength taken off at the ends of a series
 _CACHED_VALUES = 2**24  # coefficients kept for reuse, in values (128 MB)
 
@@ -116,13 +117,20 @@ class _Crossing:
 def _series_start(full: _Rungs, positions: np.ndarray, targets: np.ndarray) -> int:
     """A rung near the strength the whole-series discrepancy principle picks.
 
-    Found on a strided subsample of at most ``_SUBSAMPLE_POINTS`` points and moved to the
-    full series' lattice (same bandwidth in time: the rung grows by 4 log10(stride)).
+    Found on a strided subsample of at most ``_SUBSAMPLE_POINTS`` points and
+    ``_SUBSAMPLE_SERIES`` series, and moved to the full series' lattice (same bandwidth
+    in time: the rung grows by 4 log10(stride)).
     """
     stride = int(np.ceil(positions.shape[0] / _SUBSAMPLE_POINTS))
-    rungs = full if stride == 1 else _Rungs(positions[::stride], full.values[::stride])
-    log_targets = np.log(targets + 1e-300)
-    crossings = np.full(full.values.shape[1], float(_LOWEST_RUNG))
+    n_series = full.values.shape[1]
+    series = np.unique(np.linspace(0, n_series - 1, min(n_series, _SUBSAMPLE_SERIES)).round())
+    if stride == 1 and series.size == n_series:
+        rungs = full  # the fits are the full series' own: keep them
+    else:
+        sampled = full.values[::stride][:, series.astype(int)]
+        rungs = _Rungs(positions[::stride], np.ascontiguousarray(sampled))
+    log_targets = np.log(targets[series.astype(int)] + 1e-300)
+    crossings = np.full(series.size, float(_LOWEST_RUNG))
     for rung in range(_LOWEST_RUNG, rungs.highest + 1):
         within = 0.5 * np.log(rungs.squared_residuals(rung).mean(axis=0)) <= log_targets
         crossings[within] = rung
@@ -199,9 +207,11 @@ def smooth_locally(
     rungs = _Rungs(positions, values)
     start = _series_start(rungs, positions, targets)
     chosen = _lowered_at_the_ends(rungs, positions, _chosen_rungs(rungs, targets, start))
-    at_query = np.column_stack(
-        [np.interp(query_positions, positions, column) for column in chosen.T]
-    )  # (n_query, n_series)
+    # Linear interpolation of every column at once: query points in gaps, or the same.
+    right = np.clip(np.searchsorted(positions, query_positions), 1, positions.shape[0] - 1)
+    weight = (query_positions - positions[right - 1]) / (positions[right] - positions[right - 1])
+    weight = np.clip(weight, 0.0, 1.0)[:, None]
+    at_query = (1.0 - weight) * chosen[right - 1] + weight * chosen[right]  # (n_query, n_series)
     lower = np.floor(at_query).astype(int)
     fraction = at_query - lower
     smoothed = np.zeros((query_positions.shape[0], values.shape[1]))
