@@ -1,4 +1,4 @@
-"""Smoothing splines and derivative estimates (``skneuralode._smoothing``, ``_spline_fit``)."""
+"""Smoothing and derivative estimates (``_smoothing``, ``_smoothing_strength``, ``_spline_fit``)."""
 
 from __future__ import annotations
 
