@@ -1,15 +1,16 @@
 """Smoothing of observed states and estimation of their time derivatives.
 
-Each observed series (one state of one trajectory) gets a cubic smoothing spline
-(:func:`scipy.interpolate.make_smoothing_spline`). Its smoothing strength ``lam`` is
-chosen by the discrepancy principle: the spline may leave residuals as large as the
-noise, and no larger. The noise is estimated from the data (third differences, median
-absolute deviation), which keeps clean dense data nearly interpolated — generalised cross
-validation over-smooths exactly that case — and noisy data smooth.
+Each observed series (one state of one trajectory) gets a cubic smoothing spline whose
+strength follows the discrepancy principle: the spline may leave residuals as large as
+the noise, and no larger. The noise is estimated from the data (divided differences of
+consecutive points, robust deviation), which keeps clean dense data nearly
+interpolated — generalised cross validation over-smooths exactly that case — and noisy
+data smooth. The principle is applied point by point (``_smoothing_strength``), so a
+series that is fast in one stretch and slow in another is smoothed less where it is fast.
 
 Series observed at the same time points (many trajectories on one grid, the states of
-one trajectory) are smoothed together: scipy fits all columns of a matrix at once for a
-given ``lam``, so ``lam`` is searched on a common grid and each series then takes its own.
+one trajectory) are smoothed together: one banded solve per smoothing strength fits all
+of them (``_spline_fit``), at a cost linear in the number of points.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import make_smoothing_spline
+
+from ._smoothing_strength import smooth_locally
+from ._spline_fit import divided_difference_coefficients
 
 _MIN_SPLINE_POINTS = 5
-_LOG_LAMBDA_GRID = np.arange(-14.0, 2.5, 1.0)  # normalised time: positions in [0, 1]
-_LOG_LAMBDA_RESOLUTION = 0.25  # decades; the chosen lam is rounded to this
 _MAD_TO_STD = 1.4826
-_THIRD_DIFFERENCE_VARIANCE = 20.0  # Var(y[i+3]-3y[i+2]+3y[i+1]-y[i]) / sigma**2
+_NOISE_ORDERS = (3, 4, 5)  # divided differences that estimate the noise
+_MIN_NOISE_WINDOWS = 3  # orders above the first count only with this many windows
+_NOISE_WINDOWS = 2**16  # at most this many windows per order (precision ~0.3 %)
+_CLIP = 3.0  # deviations beyond which a difference is taken for signal, not noise
+_CLIP_ROUNDS = 3
+_CLIPPED_STD = 0.98658  # standard deviation of a unit Gaussian within +-3
+_TARGET_MARGIN = 1.1  # residual allowed per unit of estimated noise (see smooth_trajectories)
 
 
 @dataclass(frozen=True)
@@ -49,45 +56,62 @@ class SmoothedTrajectories:
     noise_level: np.ndarray
 
 
-def estimate_noise_level(values: np.ndarray) -> np.ndarray | float:
+def _clipped_deviation(differences: np.ndarray) -> np.ndarray:
+    """Standard deviation of each column, ignoring values beyond ``_CLIP`` deviations.
+
+    Starts from the median absolute deviation and re-estimates from the values within
+    the clip a few times: as robust to the windows where the signal dominates, and on
+    Gaussian noise about as precise as the plain standard deviation (irregular noisy
+    sine, 120 points: log-error 0.11 instead of the median absolute deviation's 0.18).
+    """
+    centred = differences - np.median(differences, axis=0)
+    deviation = _MAD_TO_STD * np.median(np.abs(centred), axis=0)
+    for _ in range(_CLIP_ROUNDS):
+        kept = np.abs(centred) <= _CLIP * deviation
+        mean_square = np.sum(np.where(kept, centred**2, 0.0), axis=0) / np.maximum(
+            kept.sum(axis=0), 1
+        )
+        deviation = np.sqrt(mean_square) / _CLIPPED_STD
+    return deviation
+
+
+def estimate_noise_level(
+    values: np.ndarray, positions: np.ndarray | None = None
+) -> np.ndarray | float:
     """Robust estimate of the standard deviation of white noise in smooth series.
 
     ``values`` of shape (n,) gives a float; of shape (n, k) one estimate per column.
+    ``positions`` (n,) are the sampling times, evenly spaced if None.
+
+    For each order ``m`` in 3, 4, 5, the ``m``-th divided differences of consecutive
+    points are scaled to unit gain on white noise (their weights have norm one), which
+    makes them annihilate polynomials of degree below ``m`` on any spacing — plain third
+    differences do not on uneven spacing (irregular spiral: 0.037 estimated for 0.028).
+    Each order gives a clipped standard deviation; the median over orders is kept. A
+    smooth signal only adds to each, and the order that resolves it best is rarely
+    alone (10 points of an oscillation: 4.5x the noise from third differences, 2.7x
+    from the median).
     """
-    if values.shape[0] < 4:
+    n = values.shape[0]
+    if n < _NOISE_ORDERS[0] + 1:
         return 0.0 if values.ndim == 1 else np.zeros(values.shape[1])
-    third_differences = np.diff(values, n=3, axis=0)
-    centred = third_differences - np.median(third_differences, axis=0)
-    deviation = np.median(np.abs(centred), axis=0)
-    level = _MAD_TO_STD * deviation / np.sqrt(_THIRD_DIFFERENCE_VARIANCE)
-    return float(level) if values.ndim == 1 else level
-
-
-def _chosen_log_lambdas(
-    positions: np.ndarray, values: np.ndarray, targets: np.ndarray
-) -> np.ndarray:
-    """Per column, the largest ``log10(lam)`` whose residual RMS stays within its target.
-
-    The residual grows with ``lam``; it is computed on a coarse grid for all columns at
-    once and its crossing of the target interpolated, then rounded so columns share fits.
-    """
-    residuals = np.empty((len(_LOG_LAMBDA_GRID), values.shape[1]))
-    for row, log_lambda in enumerate(_LOG_LAMBDA_GRID):
-        spline = make_smoothing_spline(positions, values, lam=10.0**log_lambda)
-        residuals[row] = np.sqrt(np.mean((spline(positions) - values) ** 2, axis=0))
-    chosen = np.full(values.shape[1], _LOG_LAMBDA_GRID[0])
-    for column, target in enumerate(targets):
-        within = np.nonzero(residuals[:, column] <= target)[0]
-        if within.size == 0:
-            continue
-        last = within[-1]
-        if last == len(_LOG_LAMBDA_GRID) - 1:
-            chosen[column] = _LOG_LAMBDA_GRID[last]
-            continue
-        low, high = np.log(residuals[last : last + 2, column] + 1e-300)
-        fraction = np.clip((np.log(target + 1e-300) - low) / max(high - low, 1e-12), 0.0, 1.0)
-        chosen[column] = _LOG_LAMBDA_GRID[last] + fraction
-    return np.floor(chosen / _LOG_LAMBDA_RESOLUTION) * _LOG_LAMBDA_RESOLUTION
+    positions = np.arange(n, dtype=float) if positions is None else positions
+    scale = (positions[-1] - positions[0]) / (n - 1)
+    columns = values.reshape(n, -1)
+    levels = []
+    for order in _NOISE_ORDERS:
+        if order > _NOISE_ORDERS[0] and n - order < _MIN_NOISE_WINDOWS:
+            break
+        # A spread-out subset of the windows is as good as all of them on long series.
+        starts = np.arange(0, n - order, int(np.ceil((n - order) / _NOISE_WINDOWS)))
+        weights = divided_difference_coefficients(positions / scale, order, starts)
+        weights /= np.linalg.norm(weights, axis=1, keepdims=True)
+        differences = sum(
+            weights[:, offset, None] * columns[starts + offset] for offset in range(order + 1)
+        )  # (n_windows, k)
+        levels.append(_clipped_deviation(differences))
+    level = np.median(levels, axis=0)
+    return float(level[0]) if values.ndim == 1 else level
 
 
 def _smooth_series_group(
@@ -100,21 +124,16 @@ def _smooth_series_group(
     span = times[-1] - times[0]
     positions = (times - times[0]) / span
     query_positions = (query_times - times[0]) / span
-    smoothed = np.empty((len(query_times), values.shape[1]))
-    slopes = np.empty_like(smoothed)
     if times.size < _MIN_SPLINE_POINTS:
+        smoothed = np.empty((len(query_times), values.shape[1]))
+        slopes = np.empty_like(smoothed)
         for column in range(values.shape[1]):
             gradient = np.gradient(values[:, column], positions)
             smoothed[:, column] = np.interp(query_positions, positions, values[:, column])
             slopes[:, column] = np.interp(query_positions, positions, gradient) / span
         return smoothed, slopes
-    log_lambdas = _chosen_log_lambdas(positions, values, targets)
-    for log_lambda in np.unique(log_lambdas):
-        columns = log_lambdas == log_lambda
-        spline = make_smoothing_spline(positions, values[:, columns], lam=10.0**log_lambda)
-        smoothed[:, columns] = spline(query_positions)
-        slopes[:, columns] = spline.derivative()(query_positions) / span
-    return smoothed, slopes
+    smoothed, slopes = smooth_locally(positions, values, query_positions, targets)
+    return smoothed, slopes / span
 
 
 def smooth_trajectories(
@@ -163,10 +182,14 @@ def smooth_trajectories(
         values = states[trajectories, :length, state_indices].T  # (length, n_members)
         seen = ~np.isnan(values[:, 0])
         seen_values, seen_times = values[seen], query_times[seen]
-        noise = np.atleast_1d(estimate_noise_level(seen_values))
+        noise = np.atleast_1d(estimate_noise_level(seen_values, seen_times))
         np.add.at(noise_variance, state_indices, noise**2 / n_traj)
         if relative_noise is None:
-            targets = noise
+            # An estimate of the noise from ~100 differences is off by ~10 %; one that is
+            # too low makes the spline chase noise (irregular noisy sine at 0.7x the
+            # noise: slope error 1.0 instead of 0.1), one too high only smooths a little
+            # more, so the residual allowed sits one such error above the estimate.
+            targets = _TARGET_MARGIN * noise
         else:
             targets = relative_noise * seen_values.std(axis=0)
         value_at, slope_at = _smooth_series_group(seen_times, seen_values, query_times, targets)
