@@ -53,6 +53,14 @@ def warn_about_fit(report: TrainingReport, states: np.ndarray) -> None:
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        if result.status == "ended_early":
+            warnings.warn(
+                f"The {result.stage} stage ended early: {result.message}. Its start (the "
+                "collocation fit) is kept where better. For stiff dynamics try shooting=False "
+                "with polish=True, or a fixed-step solver with a small step_size.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
     if not math.isfinite(report.trajectory_loss):
         warnings.warn(
             "The fitted model could not be integrated over the data "

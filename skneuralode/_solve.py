@@ -91,10 +91,13 @@ class SolveResult:
         The solution at the requested times; None when the solve failed.
     failure : str or None
         Why the solve failed, in words; None on success.
+    n_steps : int
+        Steps the explicit solver took (attempts included), counted on the host.
     """
 
     states: torch.Tensor | None
     failure: str | None = None
+    n_steps: int = 0
 
     @property
     def ok(self) -> bool:
@@ -320,9 +323,9 @@ def _solve_explicit(
             **extra,
         )
     except _StepBudgetExhausted:
-        return SolveResult(None, _budget_message(settings))
+        return SolveResult(None, _budget_message(settings), budgeted.steps)
     except AssertionError as error:  # torchdiffeq reports underflow and blow-up this way
-        return SolveResult(None, f"the ODE solver stopped: {error}")
+        return SolveResult(None, f"the ODE solver stopped: {error}", budgeted.steps)
     finally:
         budgeted.max_steps = math.inf  # the adjoint's backward solve is not cut short
-    return SolveResult(solution.transpose(0, 1))
+    return SolveResult(solution.transpose(0, 1), n_steps=budgeted.steps)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import skneuralode._training.shooting as shooting_module
 from skneuralode import NeuralODERegressor
 from skneuralode._data import TrajectoryBatch, validate_trajectories
 from skneuralode._monitor import TrainingMonitor
@@ -304,3 +305,51 @@ def test_lbfgs_line_search_backs_off_from_a_failed_trial() -> None:
     assert objective.point.detach().abs().max() <= 0.3
     assert result.loss < 0.9 * 18.0  # it moved towards the wall
     assert monitor.history[-1]["loss"] < monitor.history[0]["loss"]
+
+
+class Costly(Quadratic):
+    """A quadratic whose objective asks to end its stage after 25 losses."""
+
+    def stop_reason(self) -> str | None:
+        return "each step costs too much" if self.calls >= 25 else None
+
+
+def test_an_objective_that_asks_to_stop_ends_its_stage_early() -> None:
+    objective = Costly()
+    result = optimise(
+        objective,
+        LoopSettings(max_iter=500, learning_rate=0.1),
+        TrainingMonitor(),
+        "costly",
+    )
+    assert result.status == "ended_early"
+    assert result.message == "each step costs too much"
+    assert result.n_iter == 30  # asked at 25, seen at the next check (every 10 steps)
+
+
+def test_shooting_ends_early_on_stiff_dynamics(
+    problem: TrainingProblem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = fresh_model(problem)
+    stiff = replace(SOLVER, method="dopri5", max_num_steps=100)
+    shooting = ShootingStage(max_iter=100)
+    recorded: list[int] = []
+
+    class StiffSolves:
+        """Every segment solve reports 50 explicit steps: half the budget."""
+
+        def __init__(self, solve: object) -> None:
+            self.solve = solve
+
+        def __call__(self, *args: object, **kwargs: object) -> object:
+            result = self.solve(*args, **kwargs)  # type: ignore[operator]
+            recorded.append(result.n_steps)
+            return replace(result, n_steps=50)
+
+    monkeypatch.setattr(shooting_module, "solve", StiffSolves(shooting_module.solve))
+    context = StageContext(stiff, TrainingMonitor(), torch.Generator())
+    result = shooting.run(problem, model, context)
+    assert result.status == "ended_early"
+    assert "stiff" in result.message and "50 steps" in result.message
+    assert result.n_iter == 10
+    assert all(steps > 0 for steps in recorded)  # real solves count their steps

@@ -27,7 +27,7 @@ import torch
 
 from .._monitor import TrainingMonitor
 
-Status = Literal["converged", "max_iter", "diverged", "stopped", "interrupted"]
+Status = Literal["converged", "max_iter", "diverged", "stopped", "ended_early", "interrupted"]
 
 # A failed L-BFGS trial is shown as the start loss plus its magnitude plus this.
 _FAILED_TRIAL_EXCESS = 1.0
@@ -43,6 +43,13 @@ class Objective(Protocol):
     def loss(self) -> torch.Tensor:
         """Scalar loss for the next step (may draw a new mini-batch); inf if a solve failed."""
         ...
+
+
+def stop_reason(objective: Objective) -> str | None:
+    """Why ``objective`` asks to end its stage now (e.g. its solves are too costly), if
+    it can say so (an optional ``stop_reason()`` method); None to go on."""
+    reason = getattr(objective, "stop_reason", None)
+    return None if reason is None else reason()
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,9 @@ class StageResult:
         Optimiser steps taken.
     loss : float
         Mean loss over the last checked window (nan if none was finite).
-    status : {"converged", "max_iter", "diverged", "stopped", "interrupted", "skipped"}
+    status : str
+        "converged", "max_iter", "diverged", "stopped" (a callback asked), "ended_early"
+        (the objective said why, in ``message``), "interrupted" or "skipped".
     message : str
         What happened, in words, for warnings.
     remedy : str
@@ -247,6 +256,10 @@ def optimise(
                 last_progress = step
             if stop_requested:
                 status, message = "stopped", f"a callback stopped the {stage} stage"
+                break
+            reason = stop_reason(objective)
+            if reason is not None:
+                status, message = "ended_early", reason
                 break
     except KeyboardInterrupt as interrupt:
         _restore(parameters, good_state)

@@ -11,16 +11,42 @@ from .._vector_fields import ODEModel
 
 
 def trajectory_misfit(
-    problem: TrainingProblem, model: ODEModel, solver: SolverSettings
+    problem: TrainingProblem,
+    model: ODEModel,
+    solver: SolverSettings,
+    max_points: int | None = None,
 ) -> tuple[torch.Tensor, str | None]:
     """Masked mean squared error of whole trajectories from the model's initial values.
 
+    Parameters
+    ----------
+    max_points : int, optional
+        Compare at most about this many time points per trajectory, evenly strided (the
+        first and last always among them): the solver returns every output time through
+        a Python loop, which dominates on very long series. All of them by default.
+
     Returns the loss (inf when the solve failed) and the failure, if any.
     """
+    times, observations, observed = problem.times, problem.observations, problem.observed
+    n_max = times.shape[1]
+    if max_points is not None and n_max > max_points:
+        columns = torch.unique(
+            torch.cat(
+                [
+                    torch.arange(0, n_max, -(-n_max // max_points), device=times.device),
+                    torch.tensor([n_max - 1], device=times.device),
+                ]
+            )
+        )
+        times, observations, observed = (
+            times[:, columns],
+            observations[:, columns],
+            observed[:, columns],
+        )
     result = solve(
         model.forced(problem.inputs, problem.trajectory_index()),
         model.initial_values(),
-        problem.times,
+        times,
         solver,
         shared_grid=problem.shared_grid,
     )
@@ -28,5 +54,5 @@ def trajectory_misfit(
         infinite = torch.full((), float("inf"), dtype=problem.times.dtype)
         return infinite.to(problem.times.device), result.failure
     predicted = result.states[..., : problem.n_states]
-    misfit = masked_mean_squared_error(predicted, problem.observations, problem.observed)
+    misfit = masked_mean_squared_error(predicted, observations, observed)
     return misfit, None

@@ -15,6 +15,10 @@ from .base import StageContext, TrainingStage
 from .loop import StageInterrupted, StageResult
 from .misfit import trajectory_misfit
 
+#: Time points per trajectory at which the runner compares models (evenly strided on
+#: longer series): enough to rank fits, and a fixed cost on a series of 10^6 points.
+EVALUATION_POINTS = 10_000
+
 
 @dataclass(frozen=True)
 class TrainingReport:
@@ -51,7 +55,7 @@ def _evaluate(
     problem: TrainingProblem, model: ODEModel, context: StageContext
 ) -> tuple[float, str | None]:
     with torch.no_grad():
-        loss, failure = trajectory_misfit(problem, model, context.solver)
+        loss, failure = trajectory_misfit(problem, model, context.solver, EVALUATION_POINTS)
     value = float(loss)
     return (value if math.isfinite(value) else math.inf), failure
 

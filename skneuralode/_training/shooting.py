@@ -28,6 +28,11 @@ from .loop import LoopSettings, StageResult, optimise
 _MIN_SEGMENT_LENGTH = 3
 _MAX_SEGMENT_LENGTH = 16
 _SHARED_OFFSET_TOLERANCE = 1e-9
+#: Shooting solves short segments: needing more than this fraction of ``max_num_steps``
+#: per solve, over STIFF_WINDOW consecutive steps, means a stiff field for an explicit
+#: solver (each step would cost what a whole fit should).
+STIFF_STEP_FRACTION = 0.1
+STIFF_WINDOW = 10
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,24 @@ class _ShootingObjective:
         self.generator = generator
         self.n_states = problem.n_states
         self.last_failure: str | None = None
+        self.solver_steps: list[int] = []
 
     def parameters(self) -> list[torch.Tensor]:
         return [*self.model.field.parameters(), self.start_states]
+
+    def stop_reason(self) -> str | None:
+        """Stop when the learned dynamics are stiff: over the last steps the explicit
+        solver needed more than :data:`STIFF_STEP_FRACTION` of its budget per solve on
+        these short segments, which makes every step of this stage cost about as much as
+        a whole fit should (the model so far is kept and evaluated as usual)."""
+        recent = self.solver_steps[-STIFF_WINDOW:]
+        budget = self.solver.max_num_steps
+        if len(recent) < STIFF_WINDOW or np.median(recent) <= STIFF_STEP_FRACTION * budget:
+            return None
+        return (
+            f"the learned dynamics are stiff: the solver needed about {int(np.median(recent))} "
+            f"steps per segment solve (budget {budget}), so multiple shooting was stopped"
+        )
 
     def start_states_by_key(self) -> dict[tuple[int, int], torch.Tensor]:
         """Current start state of every segment, keyed by (trajectory, start index)."""
@@ -204,6 +224,7 @@ class _ShootingObjective:
             self.solver,
             shared_grid=self.segments.shared_offsets,
         )
+        self.solver_steps.append(result.n_steps)
         if not result.ok:
             self.last_failure = result.failure
             return torch.full((), float("inf"), dtype=starts.dtype, device=starts.device)
