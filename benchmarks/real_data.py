@@ -182,7 +182,7 @@ def prey_case(seed: int, max_iter: int) -> dict[str, Any]:
     prey = add_noise(truth, 0.03, seed=seed)[:n_fit, 0]
     y = np.column_stack([prey, np.full(n_fit, np.nan)])
     estimator = NeuralODERegressor(
-        hidden_layer_sizes=(32, 32), max_iter=max_iter, random_state=seed, device="cpu"
+        hidden_layer_sizes=(16, 16), max_iter=max_iter, random_state=seed, device="cpu"
     )
     _, seconds = timed(lambda: estimator.fit(t[:n_fit], y))
     predicted = estimator.predict(t)[:, 0]
@@ -197,41 +197,64 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quick", action="store_true", help="smaller training budgets")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=["sir", "forced", "pk", "prey"],
+        choices=["sir", "forced", "pk", "prey"],
+        help="which cases to run (prey takes about a quarter of an hour)",
+    )
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     max_iter = 300 if arguments.quick else 1000
     for seed in arguments.seeds:
         print(f"--- noise seed {seed}")
-        sir = sir_case(seed)
-        print(
-            f"SIR (S hidden, y0 known): beta {sir['beta']:.3f} gamma {sir['gamma']:.3f} "
-            f"R0 {sir['R0']:.3f} (truth {SIR['beta']} {SIR['gamma']} "
-            f"{SIR['beta'] / SIR['gamma']:.3f}); worst error "
-            f"{100 * max(sir['errors']):.1f} % (goal <= 10 %), {sir['seconds']:.1f} CPU s "
-            f"(goal < 30) | scipy least_squares: beta {sir['peer']['beta']:.3f} gamma "
-            f"{sir['peer']['gamma']:.3f}, {sir['peer_seconds']:.1f} s"
-        )
-        forced = forced_case(seed, max_iter)
-        print(
-            f"forced oscillator: forecast under a new force R^2 {forced['forecast_r2']:.4f} "
-            f"(goal >= 0.95), fit R^2 {forced['fit_r2']:.4f}, {forced['seconds']:.1f} CPU s "
-            f"| without inputs: forecast R^2 {forced['peer_forecast_r2']:.3f}, "
-            f"{forced['peer_seconds']:.1f} s"
-        )
-        pk = pharmacokinetics_case(seed)
-        print(
-            f"pharmacokinetics (gut hidden, doses known, start 3x off): ka {pk['ka']:.3f} "
-            f"ke {pk['ke']:.4f} V {pk['V']:.2f} (truth {PHARMACOKINETICS}); worst error "
-            f"{100 * max(pk['errors']):.1f} % (goal <= 15 %), {pk['seconds']:.1f} CPU s | "
-            f"scipy least_squares worst error {100 * max(pk['peer_errors']):.1f} %, "
-            f"{pk['peer_seconds']:.1f} s"
-        )
-        prey = prey_case(seed, max_iter)
-        print(
-            f"Lotka-Volterra, prey only (predator hidden): fit R^2 {prey['fit_r2']:.3f} "
-            f"(goal >= 0.95), forecast 50 % past R^2 {prey['forecast_r2']:.3f} (goal >= 0.8), "
-            f"{prey['seconds']:.1f} CPU s"
-        )
+        if "sir" in arguments.cases:
+            report_sir(sir_case(seed))
+        if "forced" in arguments.cases:
+            report_forced(forced_case(seed, max_iter))
+        if "pk" in arguments.cases:
+            report_pharmacokinetics(pharmacokinetics_case(seed))
+        if "prey" in arguments.cases:
+            report_prey(prey_case(seed, max_iter))
+
+
+def report_sir(sir: dict[str, Any]) -> None:
+    print(
+        f"SIR (S hidden, y0 known): beta {sir['beta']:.3f} gamma {sir['gamma']:.3f} "
+        f"R0 {sir['R0']:.3f} (truth {SIR['beta']} {SIR['gamma']} "
+        f"{SIR['beta'] / SIR['gamma']:.3f}); worst error "
+        f"{100 * max(sir['errors']):.1f} % (goal <= 10 %), {sir['seconds']:.1f} CPU s "
+        f"(goal < 30) | scipy least_squares: beta {sir['peer']['beta']:.3f} gamma "
+        f"{sir['peer']['gamma']:.3f}, {sir['peer_seconds']:.1f} s"
+    )
+
+
+def report_forced(forced: dict[str, Any]) -> None:
+    print(
+        f"forced oscillator: forecast under a new force R^2 {forced['forecast_r2']:.4f} "
+        f"(goal >= 0.95), fit R^2 {forced['fit_r2']:.4f}, {forced['seconds']:.1f} CPU s "
+        f"| without inputs: forecast R^2 {forced['peer_forecast_r2']:.3f}, "
+        f"{forced['peer_seconds']:.1f} s"
+    )
+
+
+def report_pharmacokinetics(pk: dict[str, Any]) -> None:
+    print(
+        f"pharmacokinetics (gut hidden, doses known, start 3x off): ka {pk['ka']:.3f} "
+        f"ke {pk['ke']:.4f} V {pk['V']:.2f} (truth {PHARMACOKINETICS}); worst error "
+        f"{100 * max(pk['errors']):.1f} % (goal <= 15 %), {pk['seconds']:.1f} CPU s | "
+        f"scipy least_squares worst error {100 * max(pk['peer_errors']):.1f} %, "
+        f"{pk['peer_seconds']:.1f} s"
+    )
+
+
+def report_prey(prey: dict[str, Any]) -> None:
+    print(
+        f"Lotka-Volterra, prey only (predator hidden): fit R^2 {prey['fit_r2']:.3f} "
+        f"(goal >= 0.95), forecast 50 % past R^2 {prey['forecast_r2']:.3f} (goal >= 0.8), "
+        f"{prey['seconds']:.1f} CPU s"
+    )
 
 
 if __name__ == "__main__":
