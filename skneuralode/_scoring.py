@@ -51,7 +51,7 @@ class ForecastScorer:
     def __repr__(self) -> str:
         return f"make_forecast_scorer({self.name!r})"
 
-    def __call__(self, estimator: Any, t: Any, y: Any) -> float:
+    def __call__(self, estimator: Any, t: Any, y: Any, y0: Any = None, u: Any = None) -> float:
         """Score the fitted ``estimator`` on observations ``(t, y)``.
 
         Parameters
@@ -59,6 +59,9 @@ class ForecastScorer:
         estimator : fitted NeuralODERegressor or UniversalODERegressor
         t, y
             Held-out observations in any layout ``fit`` accepts.
+        y0, u : optional
+            Known initial states and external inputs of those trajectories, as in
+            ``fit`` (routed by scikit-learn's metadata routing, or passed directly).
 
         Returns
         -------
@@ -68,7 +71,7 @@ class ForecastScorer:
         batch = validate_trajectories(t, y)
         observed = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
         times = [batch.times[row, :length] for row, length in enumerate(batch.lengths)]
-        predicted = estimator._forecast(batch, times)
+        predicted = estimator._forecast(batch, times, y0, u)
         stacked_observed = np.concatenate(observed)
         stacked_predicted = np.concatenate(predicted)
         values = []

@@ -15,7 +15,13 @@ from sklearn_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixt
     oscillator_family,
 )
 
-from skneuralode import ConstantInputs, NeuralODERegressor, UniversalODERegressor, load
+from skneuralode import (
+    ConstantInputs,
+    NeuralODERegressor,
+    UniversalODERegressor,
+    load,
+    make_forecast_scorer,
+)
 from skneuralode.datasets import (
     SIR,
     make_forced_oscillator,
@@ -167,6 +173,8 @@ def forced() -> tuple[NeuralODERegressor, np.ndarray, np.ndarray]:
 def test_neural_ode_with_inputs_fits_and_needs_them_to_predict(forced) -> None:  # type: ignore[no-untyped-def]
     estimator, y, u = forced
     assert estimator.score(T, y, u=u) > 0.9
+    scorer = make_forecast_scorer("r2")
+    assert scorer(estimator, T, y, u=u) == pytest.approx(estimator.score(T, y, u=u), rel=1e-9)
     with pytest.raises(ValueError, match="fitted with 1 external input"):
         estimator.predict(T)
     with pytest.raises(ValueError, match="u has 2 input"):
