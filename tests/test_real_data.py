@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+    counted_solver_work,
     one_torch_thread,
     oscillator,
     oscillator_family,
@@ -81,6 +82,27 @@ def test_sir_with_the_susceptible_hidden_recovers_the_rates(
     assert epidemic.score(t, y) > 0.95  # scored on I only: S has no observation
     susceptible = epidemic.predict(t)[:, 0]
     assert np.all(np.diff(susceptible) < 0) and susceptible[-1] < 0.5 * susceptible[0]
+
+
+def test_polish_cuts_short_the_line_search_trials_that_make_the_dynamics_stiff() -> None:
+    """On this draw the L-BFGS line search tries rates at which the epidemic is stiff;
+    each such trial used to run the explicit solver to its 10 000-step budget (with a
+    gradient graph), 50 CPU s for 14 points. Trials are now cut at 20x the first
+    solve's steps (plus 100) and count as failed, so the search backs off."""
+    t, y, y0 = make_sir(noise=0.1, seed=1)
+    estimator = UniversalODERegressor(
+        known=sir_known,
+        params={"beta": 1.0, "gamma": 0.3},
+        fixed_params={"population": SIR["population"]},
+        param_constraints="positive",
+        hidden_layer_sizes=(),
+        random_state=0,
+        device="cpu",
+    )
+    with counted_solver_work() as work:
+        quiet(estimator, t, y, y0=y0)
+    assert max(work.steps) < 1000  # uncut, one trial ran to the 10 000-step budget
+    assert estimator.params_["beta"] == pytest.approx(SIR["beta"], rel=0.1)
 
 
 def test_nan_entries_of_y0_are_learned(epidemic: UniversalODERegressor) -> None:

@@ -15,6 +15,7 @@ def trajectory_misfit(
     model: ODEModel,
     solver: SolverSettings,
     max_points: int | None = None,
+    record_steps: list[int] | None = None,
 ) -> tuple[torch.Tensor, str | None]:
     """Masked mean squared error of whole trajectories from the model's initial values.
 
@@ -24,6 +25,8 @@ def trajectory_misfit(
         Compare at most about this many time points per trajectory, evenly strided (the
         first and last always among them): the solver returns every output time through
         a Python loop, which dominates on very long series. All of them by default.
+    record_steps : list of int, optional
+        The solver's step count is appended to it.
 
     Returns the loss (inf when the solve failed) and the failure, if any.
     """
@@ -50,6 +53,8 @@ def trajectory_misfit(
         solver,
         shared_grid=problem.shared_grid,
     )
+    if record_steps is not None:
+        record_steps.append(result.n_steps)
     if not result.ok:
         infinite = torch.full((), float("inf"), dtype=problem.times.dtype)
         return infinite.to(problem.times.device), result.failure

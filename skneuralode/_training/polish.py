@@ -8,7 +8,7 @@ Adam does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -20,6 +20,13 @@ from .base import StageContext, TrainingStage
 from .loop import LoopSettings, StageResult, optimise
 from .misfit import trajectory_misfit
 
+#: A line-search trial may take at most this many times the solver steps of the stage's
+#: first solve (plus TRIAL_EXTRA_STEPS): a trial far out in parameter space can make the
+#: dynamics stiff, and an explicit solve would then crawl to max_num_steps with a
+#: gradient graph; cut short, it counts as a failed trial and the line search backs off.
+TRIAL_STEP_FACTOR = 20
+TRIAL_EXTRA_STEPS = 100
+
 
 class _TrajectoryObjective:
     def __init__(self, problem: TrainingProblem, model: ODEModel, solver: SolverSettings) -> None:
@@ -27,12 +34,21 @@ class _TrajectoryObjective:
         self.model = model
         self.solver = solver
         self.last_failure: str | None = None
+        self.steps: list[int] = []
 
     def parameters(self) -> list[torch.Tensor]:
         return list(self.model.parameters())
 
+    def _trial_solver(self) -> SolverSettings:
+        if not self.steps or self.solver.is_fixed_step:
+            return self.solver
+        budget = TRIAL_STEP_FACTOR * self.steps[0] + TRIAL_EXTRA_STEPS
+        return replace(self.solver, max_num_steps=min(self.solver.max_num_steps, budget))
+
     def loss(self) -> torch.Tensor:
-        loss, failure = trajectory_misfit(self.problem, self.model, self.solver)
+        loss, failure = trajectory_misfit(
+            self.problem, self.model, self._trial_solver(), record_steps=self.steps
+        )
         self.last_failure = failure or self.last_failure
         states = self.problem.smoothed_states
         augmented = states.new_zeros(*states.shape[:2], self.model.n_total_states - states.shape[2])
