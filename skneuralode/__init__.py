@@ -1,9 +1,16 @@
 """skneuralode: neural and universal ODEs as scikit-learn estimators."""
 
+from ._identifiability import IdentifiabilityWarning
 from ._persistence import load
 from ._scoring import make_forecast_scorer
 from .neural_ode import NeuralODERegressor
 from .universal_ode import UniversalODERegressor
 
-__all__ = ["NeuralODERegressor", "UniversalODERegressor", "load", "make_forecast_scorer"]
+__all__ = [
+    "IdentifiabilityWarning",
+    "NeuralODERegressor",
+    "UniversalODERegressor",
+    "load",
+    "make_forecast_scorer",
+]
 __version__ = "0.1.0"

@@ -48,6 +48,8 @@ from ._training import StageContext, TrainingReport, TrainingStage, train
 from ._training.collocation import CollocationStage
 from ._training.polish import PolishStage
 from ._training.shooting import ShootingStage
+from ._uncertainty import RECORDED_ATTRIBUTES as UNCERTAINTY_ATTRIBUTES
+from ._uncertainty import prediction_std, record_fit_uncertainty
 from ._vector_fields import ODEModel
 
 
@@ -67,8 +69,8 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
 
     _parameter_constraints: ClassVar[dict] = with_renamed_settings(COMMON_CONSTRAINTS)
     #: Fitted attributes that are not derived from the model (a file stores these).
-    _recorded_attributes: ClassVar[frozenset[str]] = frozenset(
-        {"n_iter_", "loss_", "history_", "stage_results_"}
+    _recorded_attributes: ClassVar[frozenset[str]] = (
+        frozenset({"n_iter_", "loss_", "history_", "stage_results_"}) | UNCERTAINTY_ATTRIBUTES
     )
     #: Fitted attributes derived from ``module_`` (a file rebuilds these).
     _derived_attributes: ClassVar[frozenset[str]] = frozenset(
@@ -96,6 +98,11 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
 
     def _record_data_facts(self, batch: TrajectoryBatch) -> None:
         """Set subclass-specific fitted attributes that describe the training data."""
+
+    def _after_training(self, problem: TrainingProblem, model: ODEModel) -> None:
+        """Record what needs the training data besides the model: the covariance of the
+        fit (``_uncertainty``), for ``return_std`` and parameter intervals."""
+        record_fit_uncertainty(self, problem, model)
 
     # ------------------------------------------------------------------ configuration
     def _solver_settings(self) -> SolverSettings:
@@ -223,6 +230,7 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             )
         previous_state = dict(vars(self))
         try:
+            self._after_training(problem, model)
             self._set_fitted_state(model, batch, report, monitor)
         except BaseException:  # never leave a half-updated estimator behind
             vars(self).clear()
@@ -397,25 +405,32 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
             )
         return outputs
 
-    def _forecast(self, batch: TrajectoryBatch, sorted_times: list[np.ndarray]) -> list[np.ndarray]:
+    def _forecast(
+        self, batch: TrajectoryBatch, sorted_times: list[np.ndarray], return_std: bool = False
+    ) -> Any:
         """Forecast the trajectories of ``batch`` at ``sorted_times`` (one ascending array
         per trajectory, none before its first time): the one rule for which initial state.
 
         One trajectory shown to a one-trajectory model is forecast from the fitted
         initial state; otherwise each trajectory from its own first observed state (a
-        state not seen at the first time takes its first observed value).
+        state not seen at the first time takes its first observed value). With
+        ``return_std``, also the standard deviations (see :meth:`predict`).
         """
         model = self._fitted_model()
         self._check_n_states(batch)
-        if batch.n_traj == 1 and model.spec.n_trajectories == 1:
+        fitted = batch.n_traj == 1 and model.spec.n_trajectories == 1
+        if fitted:
             scaled = model.initial_states.detach().cpu().numpy()
             starts = model.spec.initial_times
         else:
             scaled = self._scaled_initial_states(batch.first_observed_states())
             starts = batch.times[:, 0]
-        return self._integrate(scaled, starts, sorted_times)
+        mean = self._integrate(scaled, starts, sorted_times)
+        if not return_std:
+            return mean
+        return mean, prediction_std(self, scaled, starts, sorted_times, fitted_initial=fitted)
 
-    def predict(self, t: Any, y0: Any = None) -> Any:
+    def predict(self, t: Any, y0: Any = None, return_std: bool = False) -> Any:
         """Integrate the learned dynamics to the times ``t``.
 
         The model is integrated with the solver settings of the fit (``solver``,
@@ -429,17 +444,32 @@ class BaseODERegressor(RegressorMixin, BaseEstimator):
         y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
             Initial states at the earliest time of each trajectory of ``t``. By default the
             fitted initial states ``y0_`` at the fitted initial times ``t0_`` are used.
+        return_std : bool, default=False
+            Also return the standard deviation of a new *observation* at each point: the
+            model's uncertainty (delta method through the sensitivities of the
+            prediction: physical parameters, the network's output layer under a
+            linearised Laplace approximation, and the fitted initial state unless ``y0``
+            is given) and the observation noise ``noise_std_``, added in variance. The
+            model part alone is ``sqrt(std**2 - noise_std_**2)``.
 
         Returns
         -------
         y_pred : ndarray or list of ndarray
             Predicted states, in the caller's order and layout (see the user guide).
+        y_std : ndarray or list of ndarray
+            Only with ``return_std=True``: standard deviations, shaped like ``y_pred``.
         """
+        if not isinstance(return_std, (bool, np.bool_)):
+            raise ValueError(f"return_std must be True or False, got {return_std!r}.")
         limit_torch_threads_in_workers()
         self._fitted_model()
         grids = validate_times(t)
         scaled, starts, grids = self._initial_conditions(grids, y0)
-        return grids.restore_order(self._integrate(scaled, starts, grids.sorted_times))
+        mean = grids.restore_order(self._integrate(scaled, starts, grids.sorted_times))
+        if not return_std:
+            return mean
+        std = prediction_std(self, scaled, starts, grids.sorted_times, fitted_initial=y0 is None)
+        return mean, grids.restore_order(std)
 
     def score(self, t: Any, y: Any, sample_weight: Any = None) -> float:
         """Coefficient of determination R^2 of the forecast, averaged over states.
