@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
-from ._prediction import integrate
 from ._problem import TrainingProblem
 from ._sensitivity import ParameterLayout, parameter_layout, trajectory_sensitivities
 from ._vector_fields import ODEModel
@@ -69,10 +69,17 @@ RECORDED_ATTRIBUTES = frozenset(
     }
 )
 
-#: Most (trajectory, direction) pairs of one sensitivity solve at the end of a fit; a
-#: larger fit (e.g. a network on thousands of trajectories) records no uncertainty, as
-#: its cost would rival the fit's.
-MAX_SENSITIVITY_ROWS = 50_000
+#: Most (trajectory, direction) pairs of the sensitivity solve at the end of a fit; a
+#: larger fit records no uncertainty, as its cost would rival the fit's.
+MAX_SENSITIVITY_ROWS = 5_000
+
+#: Most (trajectory, direction) pairs when the network's output layer is followed (it
+#: adds (n_hidden + 1) * n_states directions, 130 for the default network on two
+#: states, each as costly as a state): beyond about 15 trajectories of the default
+#: network the output layer is held fixed like the hidden layers. With that much data its
+#: part of the predictive spread is small next to the noise inside the data's span, and
+#: following it cost as much as the fit itself (100 pendulums: 6.9 s for a 9 s fit).
+MAX_OUTPUT_LAYER_ROWS = 2_000
 
 _RELATIVE_EIGENVALUE_FLOOR = 1e-12  # information below this fraction of the largest: none
 _KEPT_DEVIATION = 1e-3  # changes of the prior variance below this fraction are dropped
@@ -123,6 +130,13 @@ def _pseudo_inverse(matrix: np.ndarray) -> tuple[np.ndarray, int]:
     return (vectors / clipped) @ vectors.T, null
 
 
+def one_blas_thread() -> Any:
+    """A context with one BLAS thread. The matrices here are small and dense: one thread
+    is fastest, and a multi-threaded OpenBLAS on a busy machine took a hundred times
+    longer for a 130 x 130 eigendecomposition (spinning threads wait for busy cores)."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def inverse_information(information: np.ndarray) -> np.ndarray:
     """Covariance from information; directions without information get a huge but finite
     variance."""
@@ -154,10 +168,8 @@ def _trajectory_residuals(
     sorted_times = [times[row, :length] for row, length in enumerate(problem.lengths)]
     starts = times[:, 0]
     initial = model.initial_states.detach().cpu().numpy().astype(np.float64)
-    with torch.no_grad():
-        fitted = integrate(model, initial, starts, sorted_times, model.spec.solver)
-    if not all(np.all(np.isfinite(states)) for states in fitted):
-        return None
+    # The residuals come from the same solve as the sensitivities (its tolerance, 1e-4 of
+    # the states' spread, is far below any noise worth an interval).
     sensitivities = trajectory_sensitivities(
         model, layout, initial, starts, sorted_times, local=True
     )
@@ -168,7 +180,7 @@ def _trajectory_residuals(
     residuals, states, jacobians = [], [], []
     for row, length in enumerate(problem.lengths):
         mask = observed[row, :length]  # (n_times, n_states)
-        scaled = scaling.scale_states(fitted[row])
+        scaled = sensitivities.states[row]
         residuals.append((scaled - observations[row, :length])[mask])
         states.append(np.nonzero(mask)[1])
         jacobians.append(sensitivities.jacobians[row][mask])
@@ -330,15 +342,19 @@ def record_fit_uncertainty(
 ) -> FitUncertainty | None:
     """Set (or clear) the estimator's uncertainty records after a fit.
 
-    The network's output layer is followed when the model has a network; otherwise only
-    physical parameters and initial states. Returns the estimate (None when there is
+    The network's output layer is followed when the model has a network and few enough
+    trajectories (``MAX_OUTPUT_LAYER_ROWS``); otherwise only physical parameters and
+    initial states. Returns the estimate (None when there is
     none; the reason is kept in ``estimator._uncertainty_note``).
     """
     for name in RECORDED_ATTRIBUTES:
         if name in vars(estimator):
             delattr(estimator, name)
-    has_network = parameter_layout(model, include_output_layer=True).output_layer != ()
-    estimate = estimate_fit_uncertainty(problem, model, include_output_layer=has_network)
+    with_network = parameter_layout(model, include_output_layer=True)
+    rows = problem.n_traj * (with_network.size + model.n_states)
+    has_network = with_network.output_layer != () and rows <= MAX_OUTPUT_LAYER_ROWS
+    with one_blas_thread():
+        estimate = estimate_fit_uncertainty(problem, model, include_output_layer=has_network)
     if isinstance(estimate, str):
         estimator._uncertainty_note = estimate
         return None
@@ -350,9 +366,10 @@ def record_fit_uncertainty(
     )
     estimator.noise_std_ = estimate.noise_std * scale
     estimator.y0_std_ = initial_std[0] if model.spec.one_trajectory else initial_std
-    deviations, directions = np.linalg.eigh(
-        estimate.theta_covariance - np.diag(estimate.prior_variance)
-    )
+    with one_blas_thread():
+        deviations, directions = np.linalg.eigh(
+            estimate.theta_covariance - np.diag(estimate.prior_variance)
+        )
     prior_along = estimate.prior_variance @ directions**2  # the prior's variance there
     kept = np.abs(deviations) > _KEPT_DEVIATION * prior_along
     estimator._theta_prior_variance_ = estimate.prior_variance
@@ -416,7 +433,8 @@ def prediction_std(
     """
     _require_records(estimator)
     model = estimator.module_
-    covariance = theta_covariance(estimator)
+    with one_blas_thread():
+        covariance = theta_covariance(estimator)
     layout = parameter_layout(model, include_output_layer=True)
     if covariance.shape[0] != layout.size:
         layout = parameter_layout(model, include_output_layer=False)
