@@ -34,8 +34,18 @@ _COMPLEMENT_TOLERANCE = 0.5  # eigenvalue of the complement projector taken as o
 class IdentifiabilityWarning(UserWarning):
     """The data do not determine some physical parameters (only combinations of them).
 
-    Raised by :meth:`UniversalODERegressor.fit`; the numbers are in ``identifiability_``.
+    Issued by :meth:`UniversalODERegressor.fit`; the numbers are in ``identifiability_``.
+    Filter it like any warning, e.g. ``warnings.simplefilter("error",
+    IdentifiabilityWarning)`` to stop a pipeline on a model the data cannot pin down.
+
+    Parameters
+    ----------
+    message : str
+        Which parameters are not determined and which combinations of them are.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 def relative_information(

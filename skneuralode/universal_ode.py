@@ -171,6 +171,23 @@ class UniversalODERegressor(BaseODERegressor):
         The fitted model (hybrid field, scaling, initial states).
     discovery_ : EquationDiscovery
         Set by :meth:`discover_equations`: the sparse regression of the network's term.
+    params_std_ : dict of str to float
+        Standard deviation of each fitted parameter, from the Gauss-Newton information
+        of the full-trajectory residuals with the network held fixed (see
+        :meth:`param_intervals`).
+    noise_std_ : ndarray of shape (n_states,)
+        Each state's observation noise, estimated from the residuals of the fit
+        (corrected for the degrees of freedom the fit used).
+    y0_std_ : ndarray of shape (n_states,) or (n_traj, n_states)
+        Standard deviation of the fitted initial state(s) ``y0_``.
+    identifiability_ : dict
+        Which parameters the data determine, from the eigen-decomposition of the
+        information in relative units (``dp / |p|``, i.e. ``d log p`` for positive
+        parameters): ``eigenvalues`` (ascending), ``directions`` (columns, unit vectors
+        of relative change), ``relative_std`` (of each direction), ``condition_number``,
+        ``undetermined`` (names of parameters in directions known to no better than
+        100 %) and ``determined_combinations`` (e.g. ``["a*b"]``). When some parameter is
+        undetermined, ``fit`` issues an :class:`~skneuralode.IdentifiabilityWarning`.
 
     See Also
     --------
