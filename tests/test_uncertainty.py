@@ -55,15 +55,14 @@ def decay_data(n_times: int, noise: float = 0.02, seed: int = 0) -> tuple[np.nda
     return t, clean * (1.0 + noise * rng.standard_normal(clean.shape))
 
 
+def classical(known: Any, params: dict[str, float], **overrides: Any) -> UniversalODERegressor:
+    """Known physics with positive learned parameters and no network."""
+    settings = {"param_constraints": "positive", "hidden_layer_sizes": (), "random_state": 0}
+    return UniversalODERegressor(known=known, params=params, **{**settings, **overrides})
+
+
 def decay_model(**overrides: Any) -> UniversalODERegressor:
-    settings = {
-        "known": decay,
-        "params": {"k": 1.0},
-        "param_constraints": "positive",
-        "hidden_layer_sizes": (),
-        "random_state": 0,
-    }
-    return UniversalODERegressor(**{**settings, **overrides})
+    return classical(decay, {"k": 1.0}, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -231,13 +230,7 @@ def test_docstring_example_runs() -> None:
 def test_product_of_parameters_warns_and_names_the_product() -> None:
     t = np.linspace(0.0, 2.0, 25)
     y = add_noise((0.5 * np.exp(0.9 * t))[:, None], 0.05)
-    estimator = UniversalODERegressor(
-        known=growth,
-        params={"a": 1.0, "b": 2.0},
-        param_constraints="positive",
-        hidden_layer_sizes=(),
-        random_state=0,
-    )
+    estimator = classical(growth, {"a": 1.0, "b": 2.0})
     with pytest.warns(IdentifiabilityWarning, match=r"a and b separately.*only a\*b is"):
         estimator.fit(t, y)
     analysis = estimator.identifiability_
@@ -252,13 +245,7 @@ def test_product_of_parameters_warns_and_names_the_product() -> None:
 
 def test_ratio_is_named_as_a_ratio() -> None:
     t, y = decay_data(20)
-    estimator = UniversalODERegressor(
-        known=ratio,
-        params={"a": 1.0, "b": 1.0},
-        param_constraints="positive",
-        hidden_layer_sizes=(),
-        random_state=0,
-    )
+    estimator = classical(ratio, {"a": 1.0, "b": 1.0})
     with pytest.warns(IdentifiabilityWarning, match=r"only a/b is determined"):
         estimator.fit(t, y)
 
@@ -266,13 +253,7 @@ def test_ratio_is_named_as_a_ratio() -> None:
 def test_well_posed_fit_does_not_warn() -> None:
     t, clean = oscillator(n_times=40)
     y = add_noise(clean, 0.02)
-    estimator = UniversalODERegressor(
-        known=damped_spring,
-        params={"omega2": 3.0, "damping": 0.2},
-        param_constraints="positive",
-        hidden_layer_sizes=(),
-        random_state=0,
-    )
+    estimator = classical(damped_spring, {"omega2": 3.0, "damping": 0.2})
     with warnings.catch_warnings():
         warnings.simplefilter("error", IdentifiabilityWarning)
         estimator.fit(t, y)
