@@ -1,5 +1,6 @@
 """skneuralode: neural and universal ODEs as scikit-learn estimators."""
 
+from ._identifiability import IdentifiabilityWarning
 from ._inputs import ConstantInputs
 from ._persistence import load
 from ._scoring import make_forecast_scorer
@@ -8,6 +9,7 @@ from .universal_ode import UniversalODERegressor
 
 __all__ = [
     "ConstantInputs",
+    "IdentifiabilityWarning",
     "NeuralODERegressor",
     "UniversalODERegressor",
     "load",

@@ -44,6 +44,8 @@ from ._training import StageContext, TrainingReport, TrainingStage, train
 from ._training.collocation import CollocationStage
 from ._training.polish import PolishStage
 from ._training.shooting import ShootingStage
+from ._uncertainty import RECORDED_ATTRIBUTES as UNCERTAINTY_ATTRIBUTES
+from ._uncertainty import record_fit_uncertainty
 from ._vector_fields import ODEModel
 
 
@@ -66,8 +68,8 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
         "input_interpolation": [StrOptions({"linear", "previous"})],
     }
     #: Fitted attributes that are not derived from the model (a file stores these).
-    _recorded_attributes: ClassVar[frozenset[str]] = frozenset(
-        {"n_iter_", "loss_", "history_", "stage_results_"}
+    _recorded_attributes: ClassVar[frozenset[str]] = (
+        frozenset({"n_iter_", "loss_", "history_", "stage_results_"}) | UNCERTAINTY_ATTRIBUTES
     )
     #: Fitted attributes derived from ``module_`` (a file rebuilds these).
     _derived_attributes: ClassVar[frozenset[str]] = frozenset(
@@ -103,6 +105,11 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
 
     def _record_data_facts(self, batch: TrajectoryBatch) -> None:
         """Set subclass-specific fitted attributes that describe the training data."""
+
+    def _after_training(self, problem: TrainingProblem, model: ODEModel) -> None:
+        """Record what needs the training data besides the model: the covariance of the
+        fit (``_uncertainty``), for ``return_std`` and parameter intervals."""
+        record_fit_uncertainty(self, problem, model)
 
     # ------------------------------------------------------------------ configuration
     def _solver_settings(self) -> SolverSettings:
@@ -259,6 +266,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             )
         previous_state = dict(vars(self))
         try:
+            self._after_training(problem, model)
             self._set_fitted_state(model, batch, report, monitor)
         except BaseException:  # never leave a half-updated estimator behind
             vars(self).clear()

@@ -33,6 +33,7 @@ from ._prediction import integrate
 from ._problem import input_signal
 from ._scoring import masked_r2_score
 from ._threads import limit_torch_threads_in_workers
+from ._uncertainty import prediction_std
 from ._vector_fields import ODEModel
 
 
@@ -153,7 +154,8 @@ class ForecastingMixin:
         sorted_times: list[np.ndarray],
         y0: Any = None,
         u: Any = None,
-    ) -> list[np.ndarray]:
+        return_std: bool = False,
+    ) -> Any:
         """Forecast the trajectories of ``batch`` at ``sorted_times`` (one ascending array
         per trajectory, none before its first time): the one rule for which initial state.
 
@@ -161,14 +163,16 @@ class ForecastingMixin:
         initial state; otherwise each trajectory from its own first observed state (a
         state not seen at the first time takes its first observed value, a state never
         seen the mean fitted initial value). Finite entries of ``y0`` (known initial
-        states, as in :meth:`fit`) take precedence.
+        states, as in :meth:`fit`) take precedence. With ``return_std``, also the
+        standard deviations (see :meth:`predict`).
         """
         model = self._fitted_model()
         self._check_n_states(batch)
         known = None
         if y0 is not None:
             known = validate_initial_states(y0, batch.n_traj, batch.n_states)
-        if batch.n_traj == 1 and model.spec.n_trajectories == 1:
+        fitted = batch.n_traj == 1 and model.spec.n_trajectories == 1
+        if fitted:
             scaled = model.initial_values().detach().cpu().numpy()
             starts = model.spec.initial_times
             if known is not None:
@@ -183,9 +187,12 @@ class ForecastingMixin:
             scaled = self._scaled_initial_states(first)
             starts = batch.times[:, 0]
         signal = self._input_signal(u, batch.grids)
-        return self._integrate(scaled, starts, sorted_times, signal)
+        mean = self._integrate(scaled, starts, sorted_times, signal)
+        if not return_std:
+            return mean
+        return mean, prediction_std(self, scaled, starts, sorted_times, fitted_initial=fitted)
 
-    def predict(self, t: Any, y0: Any = None, u: Any = None) -> Any:
+    def predict(self, t: Any, y0: Any = None, u: Any = None, return_std: bool = False) -> Any:
         """Integrate the learned dynamics to the times ``t``.
 
         The model is integrated with the solver settings of the fit (``solver``,
@@ -202,18 +209,34 @@ class ForecastingMixin:
         u : array-like, list of arrays, ConstantInputs or callable, optional
             External inputs of the trajectories of ``t``, as in :meth:`fit`; required
             for a model fitted with inputs (unless they were a callable).
+        return_std : bool, default=False
+            Also return the standard deviation of a new *observation* at each point: the
+            model's uncertainty (delta method through the sensitivities of the
+            prediction: physical parameters, the network's output layer under a
+            linearised Laplace approximation, and the fitted initial state unless ``y0``
+            is given) and the observation noise ``noise_std_``, added in variance. The
+            model part alone is ``sqrt(std**2 - noise_std_**2)``. Not yet available for
+            models fitted with external inputs or known initial states.
 
         Returns
         -------
         y_pred : ndarray or list of ndarray
             Predicted states, in the caller's order and layout (see the user guide).
+        y_std : ndarray or list of ndarray
+            Only with ``return_std=True``: standard deviations, shaped like ``y_pred``.
         """
+        if not isinstance(return_std, (bool, np.bool_)):
+            raise ValueError(f"return_std must be True or False, got {return_std!r}.")
         limit_torch_threads_in_workers()
         self._fitted_model()
         grids = validate_times(t)
         scaled, starts, grids = self._initial_conditions(grids, y0)
         signal = self._input_signal(u, grids)
-        return grids.restore_order(self._integrate(scaled, starts, grids.sorted_times, signal))
+        mean = grids.restore_order(self._integrate(scaled, starts, grids.sorted_times, signal))
+        if not return_std:
+            return mean
+        std = prediction_std(self, scaled, starts, grids.sorted_times, fitted_initial=y0 is None)
+        return mean, grids.restore_order(std)
 
     def score(
         self, t: Any, y: Any, sample_weight: Any = None, *, y0: Any = None, u: Any = None

@@ -145,6 +145,12 @@ class NeuralODERegressor(BaseODERegressor):
         How each stage ended.
     module_ : torch.nn.Module
         The fitted model (field, scaling, initial states).
+    noise_std_ : ndarray of shape (n_states,)
+        Each state's observation noise, estimated from the residuals of the fit
+        (corrected for the degrees of freedom the fit used).
+    y0_std_ : ndarray of shape (n_states,) or (n_traj, n_states)
+        Standard deviation of the fitted initial state(s) ``y0_``. With ``noise_std_``,
+        set by every fit small enough to afford it (see :meth:`predict`'s ``return_std``).
 
     See Also
     --------

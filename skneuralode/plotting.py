@@ -37,7 +37,13 @@ if TYPE_CHECKING:
 
     from ._base import BaseODERegressor
 
-__all__ = ["plot_fit", "plot_phase_portrait", "plot_training_curve", "plot_vector_field"]
+__all__ = [
+    "plot_fit",
+    "plot_parameter_intervals",
+    "plot_phase_portrait",
+    "plot_training_curve",
+    "plot_vector_field",
+]
 
 _INSTALL_HINT = (
     "Plots need matplotlib: pip install 'skneuralode[plot]' (or pip install matplotlib)."
@@ -62,18 +68,26 @@ def _state_labels(n_states: int, state_names: Sequence[str] | None) -> list[str]
 
 
 def _forecasts(
-    estimator: BaseODERegressor, t: Any, y: Any, n_points: int
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    estimator: BaseODERegressor, t: Any, y: Any, n_points: int, return_std: bool = False
+) -> tuple[list[np.ndarray], ...]:
     """Observed times and states per trajectory, and the model's forecast of each on a
     fine grid over its span: from the fitted initial state when one trajectory is shown
-    for a one-trajectory model (like ``score``), else from each one's first observed state.
+    for a one-trajectory model (like ``score``), else from each one's first observed state
+    (with ``return_std``, also the forecasts' standard deviations).
     """
     check_is_fitted(estimator, "module_")
     batch = validate_trajectories(t, y)
     times = [batch.times[row, :length] for row, length in enumerate(batch.lengths)]
     states = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
     grids = [np.linspace(row[0], row[-1], n_points) for row in times]
+    if return_std:
+        return times, states, grids, *estimator._forecast(batch, grids, return_std=True)
     return times, states, grids, estimator._forecast(batch, grids)
+
+
+def _has_band(estimator: BaseODERegressor) -> bool:
+    """Whether the fit recorded what ``predict(..., return_std=True)`` needs."""
+    return hasattr(estimator, "_theta_prior_variance_")
 
 
 def plot_fit(
@@ -84,12 +98,16 @@ def plot_fit(
     axes: Sequence[Axes] | None = None,
     state_names: Sequence[str] | None = None,
     n_points: int = 200,
+    band: bool | None = None,
+    confidence: float = 0.95,
 ) -> np.ndarray:
     """Data (markers) and the fitted model (lines), one panel per state.
 
     A single trajectory of a model fitted on one trajectory is forecast from the fitted
     initial state; otherwise each trajectory is forecast from its first observed state
     (as :meth:`~skneuralode.NeuralODERegressor.score` does). ``NaN`` values are not drawn.
+    When the fit recorded its uncertainty, the prediction band of a new observation
+    (``predict(..., return_std=True)``: model and noise) is shaded around each curve.
 
     Parameters
     ----------
@@ -102,6 +120,10 @@ def plot_fit(
         Panel labels; "y0", "y1", ... by default.
     n_points : int, default=200
         Points of the fitted curve per trajectory.
+    band : bool or None, default=None
+        Shade the prediction band; None shades it when the estimator has one.
+    confidence : float, default=0.95
+        Coverage of the band (normal quantile of ``return_std``'s standard deviation).
 
     Returns
     -------
@@ -109,7 +131,13 @@ def plot_fit(
         One per state.
     """
     plt = _pyplot()
-    times, states, grids, fitted = _forecasts(estimator, t, y, n_points)
+    draw_band = _has_band(estimator) if band is None else bool(band)
+    if draw_band:
+        times, states, grids, fitted, spreads = _forecasts(estimator, t, y, n_points, True)
+        quantile = _normal_quantile(confidence)
+    else:
+        times, states, grids, fitted = _forecasts(estimator, t, y, n_points)
+        spreads = [None] * len(fitted)
     n_states = estimator.n_features_in_
     labels = _state_labels(n_states, state_names)
     if axes is None:
@@ -126,20 +154,114 @@ def plot_fit(
     if axes.size != n_states:
         raise ValueError(f"axes must hold one Axes per state ({n_states}), got {axes.size}.")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for row, (observed_t, observed_y, grid, curve) in enumerate(
-        zip(times, states, grids, fitted, strict=True)
+    for row, (observed_t, observed_y, grid, curve, spread) in enumerate(
+        zip(times, states, grids, fitted, spreads, strict=True)
     ):
         colour = colours[row % len(colours)]
         for state, ax in enumerate(axes):
+            if spread is not None:
+                half = quantile * spread[:, state]
+                low, high = curve[:, state] - half, curve[:, state] + half
+                ax.fill_between(grid, low, high, color=colour, alpha=0.2, linewidth=0)
             ax.plot(observed_t, observed_y[:, state], "o", color=colour, markersize=3, alpha=0.6)
             ax.plot(grid, curve[:, state], "-", color=colour, linewidth=1.5)
     for ax, label in zip(axes, labels, strict=True):
         ax.set_ylabel(label)
     axes[0].plot([], [], "ko", markersize=3, label="data")
     axes[0].plot([], [], "k-", label="fit")
+    if draw_band:
+        axes[0].fill_between([], [], [], color="k", alpha=0.2, label=f"{confidence:.0%} band")
     axes[0].legend(loc="best", fontsize=8)
     axes[-1].set_xlabel("t")
     return axes
+
+
+def _normal_quantile(confidence: float) -> float:
+    from scipy.stats import norm
+
+    from ._uncertainty import check_confidence
+
+    return float(norm.ppf(0.5 + check_confidence(confidence) / 2.0))
+
+
+def plot_parameter_intervals(
+    estimator: Any,
+    *,
+    confidence: float = 0.95,
+    method: str = "wald",
+    t: Any = None,
+    y: Any = None,
+    truth: Mapping[str, float] | None = None,
+    ax: Axes | None = None,
+) -> Axes:
+    """Confidence intervals of a universal ODE's physical parameters, one row each.
+
+    Each interval is drawn relative to its estimate (the estimate at 1), so parameters
+    of any units share one axis; the label gives the values.
+
+    Parameters
+    ----------
+    estimator : fitted UniversalODERegressor
+        With learned ``params``.
+    confidence : float, default=0.95
+    method : {"wald", "profile"}, default="wald"
+        As in :meth:`~skneuralode.UniversalODERegressor.param_intervals` (``"profile"``
+        needs the training data ``t``, ``y``).
+    t, y : array-like, optional
+        The training data, for ``method="profile"``.
+    truth : mapping of str to float, optional
+        Known true values, marked on each row (e.g. for simulated data).
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from skneuralode import UniversalODERegressor
+    >>> from skneuralode.plotting import plot_parameter_intervals
+    >>> def decay(t, y, p):
+    ...     return -p["k"] * y
+    >>> t = np.linspace(0, 2, 30)
+    >>> y = 3.0 * np.exp(-1.5 * t)[:, None] * (1 + 0.02 * np.sin(7 * t))[:, None]
+    >>> est = UniversalODERegressor(known=decay, params={"k": 1.0}, hidden_layer_sizes=(),
+    ...                             random_state=0).fit(t, y)
+    >>> plot_parameter_intervals(est, truth={"k": 1.5}).get_xlabel()
+    'value / estimate'
+    """
+    plt = _pyplot()
+    check_is_fitted(estimator, "module_")
+    intervals = estimator.param_intervals(confidence, method, t=t, y=y)
+    estimates = estimator.params_
+    names = list(intervals)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.6 * len(names) + 1.2), layout="constrained")
+    rows = np.arange(len(names))[::-1]
+    for row, name in zip(rows, names, strict=True):
+        estimate = estimates[name]
+        low, high = intervals[name]
+        scale = abs(estimate) if estimate != 0 else 1.0
+        relative = (low / scale, estimate / scale, high / scale)
+        ax.plot([relative[0], relative[2]], [row, row], "-", color="C0", linewidth=2.5)
+        ax.plot(relative[1], row, "o", color="C0")
+        if truth is not None and name in truth:
+            ax.plot(truth[name] / scale, row, "x", color="C3", markersize=8)
+    labels = [
+        f"{name} = {estimates[name]:.4g}  [{intervals[name][0]:.4g}, {intervals[name][1]:.4g}]"
+        for name in names
+    ]
+    ax.set_yticks(rows, labels)
+    ax.axvline(1.0, color="0.7", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("value / estimate")
+    ax.set_title(f"{confidence:.0%} intervals ({method})", fontsize=10)
+    if truth is not None:
+        ax.plot([], [], "x", color="C3", label="truth")
+        ax.legend(loc="best", fontsize=8)
+    return ax
 
 
 def plot_phase_portrait(

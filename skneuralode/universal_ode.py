@@ -19,12 +19,15 @@ from ._hybrid_field import (
     check_state_indices,
 )
 from ._hybrid_spec import HybridFieldSpec
+from ._identifiability import warn_about_identifiability
+from ._parameter_uncertainty import parameter_identifiability, parameter_std, wald_intervals
 from ._physical_parameters import check_constraints, check_parameter_mapping
 from ._problem import TrainingProblem
 from ._spec import ModelSpec
 from ._training import TrainingStage
 from ._training.collocation import CollocationStage
 from ._training.physics_first import PhysicsFirstStage
+from ._uncertainty import check_confidence
 from ._vector_fields import ODEModel, feature_statistics
 from .neural_ode import observed_reference_states
 
@@ -172,6 +175,23 @@ class UniversalODERegressor(BaseODERegressor):
         The fitted model (hybrid field, scaling, initial states).
     discovery_ : EquationDiscovery
         Set by :meth:`discover_equations`: the sparse regression of the network's term.
+    params_std_ : dict of str to float
+        Standard deviation of each fitted parameter, from the Gauss-Newton information
+        of the full-trajectory residuals with the network held fixed (see
+        :meth:`param_intervals`).
+    noise_std_ : ndarray of shape (n_states,)
+        Each state's observation noise, estimated from the residuals of the fit
+        (corrected for the degrees of freedom the fit used).
+    y0_std_ : ndarray of shape (n_states,) or (n_traj, n_states)
+        Standard deviation of the fitted initial state(s) ``y0_``.
+    identifiability_ : dict
+        Which parameters the data determine, from the eigen-decomposition of the
+        information in relative units (``dp / |p|``, i.e. ``d log p`` for positive
+        parameters): ``eigenvalues`` (ascending), ``directions`` (columns, unit vectors
+        of relative change), ``relative_std`` (of each direction), ``condition_number``,
+        ``undetermined`` (names of parameters in directions known to no better than
+        100 %) and ``determined_combinations`` (e.g. ``["a*b"]``). When some parameter is
+        undetermined, ``fit`` issues an :class:`~skneuralode.IdentifiabilityWarning`.
 
     See Also
     --------
@@ -309,7 +329,9 @@ class UniversalODERegressor(BaseODERegressor):
         "_time_spans_"
     }
     _derived_attributes: ClassVar[frozenset[str]] = BaseODERegressor._derived_attributes | {
-        "params_"
+        "params_",
+        "params_std_",
+        "identifiability_",
     }
 
     # ----------------------------------------------------------------- subclass hooks
@@ -427,8 +449,22 @@ class UniversalODERegressor(BaseODERegressor):
         ends = batch.times[np.arange(batch.n_traj), batch.lengths - 1]
         self._time_spans_ = np.stack([batch.times[:, 0], ends], axis=1)  # (n_traj, 2)
 
+    def _after_training(self, problem: TrainingProblem, model: ODEModel) -> None:
+        super()._after_training(problem, model)
+        parameters = model.field.physical_parameters
+        if parameters.names and hasattr(self, "_physical_information_"):
+            information = self._physical_information_
+            warn_about_identifiability(parameter_identifiability(parameters, information))
+
     def _after_fit(self) -> None:
-        self.params_ = self.module_.field.physical_parameters.as_floats()
+        parameters = self.module_.field.physical_parameters
+        self.params_ = parameters.as_floats()
+        for name in ("params_std_", "identifiability_"):
+            vars(self).pop(name, None)
+        if parameters.names and hasattr(self, "_physical_information_"):
+            information = self._physical_information_
+            self.params_std_ = parameter_std(parameters, information)
+            self.identifiability_ = parameter_identifiability(parameters, information)
 
     # -------------------------------------------------------------------- inspection
     def _field_rates(self, y: Any, t: Any, part: str, u: Any) -> np.ndarray:
@@ -502,6 +538,108 @@ class UniversalODERegressor(BaseODERegressor):
                [ 0. ,  0.4]])
         """
         return self._field_rates(y, None, "network", u)
+
+    def param_intervals(
+        self,
+        confidence: float = 0.95,
+        method: str = "wald",
+        *,
+        t: Any = None,
+        y: Any = None,
+    ) -> dict[str, tuple[float, float]]:
+        """Confidence intervals of the fitted physical parameters.
+
+        Both methods hold the network (if any) at its fitted weights and re-fit the
+        initial states: the intervals say how well the data determine the physics
+        given the network's term. Profiling thousands of weights would be neither cheap
+        nor meaningful, since a few trajectories do not determine them.
+
+        ``"wald"`` (default, free: computed from what ``fit`` recorded): the
+        Gauss-Newton information of the full-trajectory residuals at the optimum, with
+        each state's noise level estimated from the residuals (corrected for the
+        degrees of freedom the fit used), gives the covariance of the parameters on the
+        scale they are learned on (log for positive ones, logit for bounded ones); the
+        interval is ``raw +- t_{dof} * std(raw)`` mapped back through the parameter's
+        transform, so a positive parameter's interval never reaches zero and a
+        bounded one's stays inside its bounds. ``params_std_`` holds the standard
+        deviations (delta method).
+
+        ``"profile"``: profile-likelihood intervals, for small or strongly nonlinear
+        problems where the quadratic approximation is poor: each parameter is moved
+        away from its optimum, the other parameters and the initial states re-fitted at
+        each value, until the weighted misfit has grown by the F(1, dof) quantile.
+        It needs the training data again (``t``, ``y``: a fitted model does not keep
+        them) and costs a few dozen ODE solves per parameter.
+
+        Parameters
+        ----------
+        confidence : float, default=0.95
+            Confidence level, in (0, 1).
+        method : {"wald", "profile"}, default="wald"
+        t, y : array-like, optional
+            The training data, in any layout ``fit`` accepts; required by
+            ``method="profile"``.
+
+        Returns
+        -------
+        intervals : dict of str to (float, float)
+            ``(low, high)`` of each learned parameter; a side the data do not bound is
+            infinite (or the parameter's bound, or zero for a positive one).
+
+        Raises
+        ------
+        ValueError
+            If ``confidence`` or ``method`` is invalid, ``method="profile"`` is given no
+            data, or the fit recorded no uncertainty estimate.
+
+        Examples
+        --------
+        A decay ``y' = -k y`` with k = 1.5, seen through 5 % noise:
+
+        >>> import numpy as np
+        >>> from skneuralode import UniversalODERegressor
+        >>> from skneuralode.datasets import add_noise
+        >>> times = np.linspace(0, 2, 30)
+        >>> y_noisy = add_noise(3.0 * np.exp(-1.5 * times)[:, None], 0.05)
+        >>> def decay(t, y, p):
+        ...     return -p["k"] * y
+        >>> est = UniversalODERegressor(known=decay, params={"k": 1.0},
+        ...                             param_constraints="positive",
+        ...                             hidden_layer_sizes=(), random_state=0)
+        >>> low, high = est.fit(times, y_noisy).param_intervals()["k"]
+        >>> bool(low < 1.5 < high), bool(high - low < 0.2)
+        (True, True)
+        >>> low, high = est.param_intervals(method="profile", t=times, y=y_noisy)["k"]
+        >>> bool(low < 1.5 < high)
+        True
+        """
+        confidence = check_confidence(confidence)
+        if method not in ("wald", "profile"):
+            raise ValueError(f"method must be 'wald' or 'profile', got {method!r}.")
+        model = self._fitted_model()
+        parameters = model.field.physical_parameters
+        if not parameters.names:
+            raise ValueError("This model has no learned physical parameters (params).")
+        if not hasattr(self, "_physical_information_"):
+            note = getattr(self, "_uncertainty_note", None)
+            raise ValueError(
+                "This fit recorded no uncertainty estimate"
+                + (f" ({note})" if note else "")
+                + ", so parameter intervals are not available."
+            )
+        if method == "wald":
+            if t is not None or y is not None:
+                raise ValueError("t and y are only used by method='profile'.")
+            dof = float(self._residual_dof_[0])
+            return wald_intervals(parameters, self._physical_information_, confidence, dof)
+        if t is None or y is None:
+            raise ValueError(
+                "method='profile' re-fits the model along each parameter and needs the "
+                "training data: pass t=... and y=... as given to fit."
+            )
+        from ._profile import profile_intervals
+
+        return profile_intervals(self, t, y, confidence)
 
     def discover_equations(
         self,

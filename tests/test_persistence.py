@@ -166,9 +166,11 @@ def test_cuda_fit_loads_in_a_process_without_cuda(tmp_path: Path) -> None:
 
 
 def test_persisted_size_is_small_and_independent_of_the_data() -> None:
-    """A default-width network (64, 64): the files hold weights, scaling, initial states
-    and the history, never the training data."""
-    sizes = {}
+    """A default-width network (64, 64): the files hold weights, scaling, initial states,
+    the history and the uncertainty record (the output layer's covariance in the few
+    dozen directions the data inform, at most the layer's size squared), never the
+    training data."""
+    sizes, records = {}, {}
     for n_times in (100, 1000):
         t, y = oscillator(n_times=n_times, t_end=8.0)
         with warnings.catch_warnings():
@@ -180,11 +182,15 @@ def test_persisted_size_is_small_and_independent_of_the_data() -> None:
         buffer = io.BytesIO()
         joblib.dump(estimator, buffer)
         sizes[n_times] = (len(pickle.dumps(estimator)), len(buffer.getvalue()))
+        records[n_times] = estimator._theta_covariance_directions_.nbytes
     weights = 8 * sum(p.numel() for p in estimator.module_.parameters())  # about 37 KB
-    for pickled, joblibbed in sizes.values():
-        assert pickled < weights + 20_000
-        assert joblibbed < weights + 20_000
-    assert abs(sizes[1000][0] - sizes[100][0]) < 2_000
+    output_layer = estimator._theta_prior_variance_.size  # 130 entries
+    assert max(records.values()) <= 8 * output_layer**2
+    for n_times, (pickled, joblibbed) in sizes.items():
+        assert pickled < weights + records[n_times] + 20_000
+        assert joblibbed < weights + records[n_times] + 20_000
+    data_dependent = (sizes[1000][0] - records[1000]) - (sizes[100][0] - records[100])
+    assert abs(data_dependent) < 2_000
 
 
 # ------------------------------------------------------------------------ safe format

@@ -1,0 +1,92 @@
+"""Physical parameters of a fitted universal ODE: standard deviations, Wald intervals
+and the identifiability analysis, from the information recorded at the end of ``fit``.
+
+The information is about the *raw* parameters, the unconstrained numbers the optimisers
+move (``_physical_parameters``). Intervals are built on that scale and mapped back
+through the parameter's transform, which is monotone: a positive parameter (learned on a
+log scale) gets an interval that is symmetric in ``log p`` and never crosses zero, a
+bounded one stays inside its bounds. Standard deviations are the delta method,
+``|dp/draw| * std(raw)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ._identifiability import analyse_identifiability
+from ._physical_parameters import PhysicalParameters
+from ._uncertainty import inverse_information, student_quantile
+
+_POSITIVE_KIND = 1  # PhysicalParameters' code of a log-parametrised parameter
+
+
+class _LearnedValues(nn.Module):
+    """``raw -> physical values`` of a :class:`PhysicalParameters`, as a module call."""
+
+    def __init__(self, parameters: PhysicalParameters) -> None:
+        super().__init__()
+        self.parameters_ = parameters
+
+    def forward(self) -> torch.Tensor:
+        return self.parameters_.learned_values()
+
+
+def physical_values(parameters: PhysicalParameters, raw: np.ndarray) -> np.ndarray:
+    """Physical values of raw parameter vectors of shape (..., n_params)."""
+    tensor = torch.as_tensor(raw, dtype=parameters.raw.dtype, device=parameters.raw.device)
+    with torch.no_grad():
+        values = functional_call(_LearnedValues(parameters), {"parameters_.raw": tensor}, ())
+    return values.cpu().numpy().astype(np.float64)
+
+
+def transform_derivatives(parameters: PhysicalParameters) -> np.ndarray:
+    """``dp / draw`` of each learned parameter at its fitted value."""
+    raw = parameters.raw.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        values = functional_call(_LearnedValues(parameters), {"parameters_.raw": raw}, ())
+        (gradient,) = torch.autograd.grad(values.sum(), raw)
+    return gradient.cpu().numpy().astype(np.float64)
+
+
+def _raw_std(information: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.diagonal(inverse_information(information)))
+
+
+def parameter_std(parameters: PhysicalParameters, information: np.ndarray) -> dict[str, float]:
+    """Standard deviation of each learned parameter (delta method)."""
+    std = np.abs(transform_derivatives(parameters)) * _raw_std(information)
+    return dict(zip(parameters.names, (float(value) for value in std), strict=True))
+
+
+def wald_intervals(
+    parameters: PhysicalParameters, information: np.ndarray, confidence: float, dof: float
+) -> dict[str, tuple[float, float]]:
+    """Student-t intervals on the raw scale, mapped back to physical values."""
+    raw = parameters.raw.detach().cpu().numpy().astype(np.float64)
+    half_width = student_quantile(confidence, dof) * _raw_std(information)
+    with np.errstate(over="ignore"):
+        low = physical_values(parameters, raw - half_width)
+        high = physical_values(parameters, raw + half_width)
+    return {
+        name: (float(lower), float(upper))
+        for name, lower, upper in zip(parameters.names, low, high, strict=True)
+    }
+
+
+def parameter_identifiability(
+    parameters: PhysicalParameters, information: np.ndarray
+) -> dict[str, Any]:
+    """:func:`~skneuralode._identifiability.analyse_identifiability` of fitted parameters."""
+    raw = parameters.raw.detach().cpu().numpy().astype(np.float64)
+    return analyse_identifiability(
+        information,
+        parameters.names,
+        physical_values(parameters, raw),
+        transform_derivatives(parameters),
+        parameters.kind.cpu().numpy() == _POSITIVE_KIND,
+    )
