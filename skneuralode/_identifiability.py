@@ -117,8 +117,12 @@ def _determined_combinations(
     chosen = [names[index] for index in np.flatnonzero(involved)]
     texts = []
     for column in kept.T:
-        coefficients = column / column[np.argmax(np.abs(column))]
+        coefficients = column / np.abs(column).max()
         significant = np.abs(coefficients) > 1e-2
+        # A direction's sign is arbitrary (the eigensolver's): name it with the first
+        # parameter's power positive, so the same data always read "a/b", never "b/a".
+        if coefficients[np.flatnonzero(significant)[0]] < 0:
+            coefficients = -coefficients
         if np.all(log_scaled[involved]):  # products of powers
             texts.append(
                 _power_product(
@@ -128,7 +132,7 @@ def _determined_combinations(
             )
         else:
             linear = coefficients / np.abs(values[involved])  # per unit of each parameter
-            linear = linear / linear[np.argmax(np.abs(linear))]
+            linear = linear / np.abs(linear).max()
             texts.append(
                 _linear_combination(
                     [n for n, s in zip(chosen, significant, strict=True) if s],

@@ -212,6 +212,10 @@ class _SensitivityModel(nn.Module):
     def n_states(self) -> int:
         return self.size
 
+    def forced(self, signal: nn.Module | None, members: torch.Tensor) -> nn.Module:
+        """The field as the solver calls it (models with inputs get no sensitivities)."""
+        return self.field
+
 
 @dataclass(frozen=True)
 class Sensitivities:
