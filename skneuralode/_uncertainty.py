@@ -80,6 +80,15 @@ MAX_SENSITIVITY_ROWS = 5_000
 #: part of the predictive spread is small next to the noise inside the data's span, and
 #: following it cost as much as the fit itself (100 pendulums: 6.9 s for a 9 s fit).
 MAX_OUTPUT_LAYER_ROWS = 2_000
+#: The same bound on long series: time points times followed directions. The seed spiral
+#: (1000 points, the default network's 130 output-layer directions) spent 27 of a fit's
+#: 33 CPU s following the output layer; beyond this budget it is held fixed too.
+MAX_OUTPUT_LAYER_WORK = 20_000
+#: A model with a network gets an estimate automatically only for up to this many
+#: observation times in all: its sensitivity solve follows the network at every one of
+#: them (the spiral's 1000 points: 28 CPU s for a 25 s fit), which ``fit`` must not pay
+#: unasked. Classical models (no network) always get one.
+MAX_NETWORK_OBSERVATION_TIMES = 500
 
 _RELATIVE_EIGENVALUE_FLOOR = 1e-12  # information below this fraction of the largest: none
 _KEPT_DEVIATION = 1e-3  # changes of the prior variance below this fraction are dropped
@@ -343,7 +352,8 @@ def record_fit_uncertainty(
     """Set (or clear) the estimator's uncertainty records after a fit.
 
     The network's output layer is followed when the model has a network and few enough
-    trajectories (``MAX_OUTPUT_LAYER_ROWS``); otherwise only physical parameters and
+    trajectories and short enough series (``MAX_OUTPUT_LAYER_ROWS``,
+    ``MAX_OUTPUT_LAYER_WORK``); otherwise only physical parameters and
     initial states. Returns the estimate (None when there is
     none; the reason is kept in ``estimator._uncertainty_note``).
     """
@@ -355,9 +365,25 @@ def record_fit_uncertainty(
             "not yet computed for models with external inputs or known initial states"
         )
         return None
+    n_times = int(problem.lengths.sum())
+    if (
+        getattr(model.field, "network", True) is not None
+        and n_times > MAX_NETWORK_OBSERVATION_TIMES
+    ):
+        estimator._uncertainty_note = (
+            f"not computed for a model with a network on {n_times} observation times "
+            f"(more than {MAX_NETWORK_OBSERVATION_TIMES}), where it would cost as much as "
+            "the fit"
+        )
+        return None
     with_network = parameter_layout(model, include_output_layer=True)
     rows = problem.n_traj * (with_network.size + model.n_states)
-    has_network = with_network.output_layer != () and rows <= MAX_OUTPUT_LAYER_ROWS
+    work = problem.times.shape[1] * with_network.size
+    has_network = (
+        with_network.output_layer != ()
+        and rows <= MAX_OUTPUT_LAYER_ROWS
+        and work <= MAX_OUTPUT_LAYER_WORK
+    )
     with one_blas_thread():
         estimate = estimate_fit_uncertainty(problem, model, include_output_layer=has_network)
     if isinstance(estimate, str):
