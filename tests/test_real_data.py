@@ -55,10 +55,9 @@ def quiet(estimator, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 
 # ------------------------------------------------------------------ hidden states, y0
-@pytest.fixture(scope="module")
-def epidemic() -> UniversalODERegressor:
-    t, y, y0 = make_sir(noise=0.05, seed=1)
-    estimator = UniversalODERegressor(
+def sir_estimator() -> UniversalODERegressor:
+    """Classical SIR with beta and gamma learned from (1.0, 0.3)."""
+    return UniversalODERegressor(
         known=sir_known,
         params={"beta": 1.0, "gamma": 0.3},
         fixed_params={"population": SIR["population"]},
@@ -67,7 +66,12 @@ def epidemic() -> UniversalODERegressor:
         random_state=0,
         device="cpu",
     )
-    return quiet(estimator, t, y, y0=y0)
+
+
+@pytest.fixture(scope="module")
+def epidemic() -> UniversalODERegressor:
+    t, y, y0 = make_sir(noise=0.05, seed=1)
+    return quiet(sir_estimator(), t, y, y0=y0)
 
 
 def test_sir_with_the_susceptible_hidden_recovers_the_rates(
@@ -90,15 +94,7 @@ def test_polish_cuts_short_the_line_search_trials_that_make_the_dynamics_stiff()
     gradient graph), 50 CPU s for 14 points. Trials are now cut at 20x the first
     solve's steps (plus 100) and count as failed, so the search backs off."""
     t, y, y0 = make_sir(noise=0.1, seed=1)
-    estimator = UniversalODERegressor(
-        known=sir_known,
-        params={"beta": 1.0, "gamma": 0.3},
-        fixed_params={"population": SIR["population"]},
-        param_constraints="positive",
-        hidden_layer_sizes=(),
-        random_state=0,
-        device="cpu",
-    )
+    estimator = sir_estimator()
     with counted_solver_work() as work:
         quiet(estimator, t, y, y0=y0)
     assert max(work.steps) < 1000  # uncut, one trial ran to the 10 000-step budget
