@@ -171,7 +171,9 @@ def test_persisted_size_is_small_and_independent_of_the_data() -> None:
     dozen directions the data inform, at most the layer's size squared), never the
     training data."""
     sizes, records = {}, {}
-    for n_times in (100, 1000):
+    # 60 and 150 points: both fits follow the output layer in their uncertainty record
+    # (it is held fixed beyond 20 000 points x directions), so the records compare
+    for n_times in (60, 150):
         t, y = oscillator(n_times=n_times, t_end=8.0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -183,13 +185,13 @@ def test_persisted_size_is_small_and_independent_of_the_data() -> None:
         joblib.dump(estimator, buffer)
         sizes[n_times] = (len(pickle.dumps(estimator)), len(buffer.getvalue()))
         records[n_times] = estimator._theta_covariance_directions_.nbytes
+        followed = estimator._theta_prior_variance_.size  # 130 entries, or 0 if held fixed
+        assert records[n_times] <= 8 * followed**2
     weights = 8 * sum(p.numel() for p in estimator.module_.parameters())  # about 37 KB
-    output_layer = estimator._theta_prior_variance_.size  # 130 entries
-    assert max(records.values()) <= 8 * output_layer**2
     for n_times, (pickled, joblibbed) in sizes.items():
         assert pickled < weights + records[n_times] + 20_000
         assert joblibbed < weights + records[n_times] + 20_000
-    data_dependent = (sizes[1000][0] - records[1000]) - (sizes[100][0] - records[100])
+    data_dependent = (sizes[150][0] - records[150]) - (sizes[60][0] - records[60])
     assert abs(data_dependent) < 2_000
 
 
