@@ -244,6 +244,72 @@ def _eliminate_initial_states(
     return reduced, inverses, informative
 
 
+@dataclass(frozen=True)
+class _Posterior:
+    """The Gaussian approximation at one setting of the noise levels and the prior."""
+
+    covariance: np.ndarray  # (n_theta, n_theta)
+    local_inverses: np.ndarray  # (n_traj, n_local, n_local)
+    cross: np.ndarray  # (n_traj, n_theta, n_local), weighted information
+    local: np.ndarray  # (n_traj, n_local, n_local), weighted information
+    theta: np.ndarray  # (n_theta, n_theta), weighted information
+    effective_parameters: float  # trace of the hat matrix
+
+    @classmethod
+    def at(
+        cls, information: _Information, noise_variance: np.ndarray, prior: np.ndarray
+    ) -> _Posterior:
+        theta, cross, local = information.weighted(1.0 / noise_variance)
+        reduced, local_inverses, informative = _eliminate_initial_states(theta, cross, local)
+        covariance, null = _pseudo_inverse(reduced + np.diag(prior))
+        # tr(F C) = n_theta - tr(prior C) - (directions without information)
+        shrinkage = float(np.sum(prior * np.diagonal(covariance)))
+        effective = informative + prior.size - null - shrinkage
+        return cls(covariance, local_inverses, cross, local, theta, effective)
+
+
+def _noise_and_prior(
+    information: _Information,
+    data: _Residuals,
+    prior_block: slice,
+    weight_norm: float,
+) -> tuple[np.ndarray, np.ndarray, float] | str:
+    """Each state's noise variance and the output layer's prior precision, at their joint
+    fixed point: the residuals' mean square corrected for the effective number of
+    parameters, and MacKay's evidence update ``alpha = gamma / |w|^2``. Returns them with
+    the residual degrees of freedom, or why there are none."""
+    n_states, n_theta = information.theta.shape[:2]
+    squares, counts = data.sum_of_squares(n_states)
+    n_observations = float(counts.sum())
+    noise_variance = np.maximum(squares / np.maximum(counts, 1.0), _MIN_NOISE_STD**2)
+    prior = np.zeros(n_theta)
+    prior[prior_block] = 1.0
+    n_prior = prior[prior_block].size
+    for _ in range(_EVIDENCE_ITERATIONS):
+        posterior = _Posterior.at(information, noise_variance, prior)
+        dof = n_observations - posterior.effective_parameters
+        if dof < 1.0:
+            return (
+                f"{int(n_observations)} observations leave no degrees of freedom for "
+                f"{posterior.effective_parameters:.1f} effective parameters"
+            )
+        residual_dof = np.maximum(counts * dof / n_observations, 1e-300)  # shared per state
+        updated_noise = np.maximum(squares / residual_dof, _MIN_NOISE_STD**2)
+        updated_prior = prior.copy()
+        if n_prior:
+            precision = prior[prior_block][0]
+            weights_variance = float(np.trace(posterior.covariance[prior_block, prior_block]))
+            determined = max(n_prior - precision * weights_variance, 1e-8)  # gamma
+            updated_prior[prior_block] = determined / max(weight_norm, 1e-300)
+        converged = np.allclose(updated_prior, prior, rtol=_EVIDENCE_TOLERANCE) and np.allclose(
+            updated_noise, noise_variance, rtol=_EVIDENCE_TOLERANCE
+        )
+        noise_variance, prior = updated_noise, updated_prior
+        if converged:
+            break
+    return noise_variance, prior, dof
+
+
 def estimate_fit_uncertainty(
     problem: TrainingProblem, model: ODEModel, *, include_output_layer: bool
 ) -> FitUncertainty | str:
@@ -273,67 +339,31 @@ def estimate_fit_uncertainty(
     data = _trajectory_residuals(problem, model, layout)
     if data is None:
         return "the fitted model could not be integrated with its sensitivities"
-    n_states, n_theta = model.n_states, layout.size
-    information = _Information.from_residuals(data, n_states, n_theta)
-    squares, counts = data.sum_of_squares(n_states)
-    n_observations = float(counts.sum())
-    prior = np.zeros(n_theta)
-    prior_block = slice(layout.n_physical, n_theta)
-    weights = (
-        np.concatenate(
-            [parameter.detach().cpu().numpy().ravel() for parameter in _output_parameters(model)]
-        )
-        if layout.output_layer
-        else np.zeros(0)
+    information = _Information.from_residuals(data, model.n_states, layout.size)
+    weights = _output_parameters(model) if layout.output_layer else []
+    weight_norm = sum(float(torch.sum(weight.detach() ** 2)) for weight in weights)
+    prior_block = slice(layout.n_physical, layout.size)
+    hyperparameters = _noise_and_prior(information, data, prior_block, weight_norm)
+    if isinstance(hyperparameters, str):
+        return hyperparameters
+    noise_variance, prior, dof = hyperparameters
+    posterior = _Posterior.at(information, noise_variance, prior)
+    covariance = posterior.covariance
+    gains = np.einsum("bij,bjk->bik", posterior.cross, posterior.local_inverses)
+    initial_covariance = posterior.local_inverses + np.einsum(
+        "bji,jk,bkl->bil", gains, covariance, gains
     )
-    weight_norm = float(np.sum(weights**2)) if weights.size else 0.0
-    precision_of_weights = 1.0
-    noise_variance = np.maximum(squares / np.maximum(counts, 1.0), _MIN_NOISE_STD**2)
-    for _ in range(_EVIDENCE_ITERATIONS):
-        theta, cross, local = information.weighted(1.0 / noise_variance)
-        reduced, local_inverses, informative = _eliminate_initial_states(theta, cross, local)
-        prior[prior_block] = precision_of_weights
-        covariance, null = _pseudo_inverse(reduced + np.diag(prior))
-        prior_variance = float(np.trace(covariance[prior_block, prior_block]))
-        prior_shrinkage = precision_of_weights * prior_variance
-        n_prior = n_theta - layout.n_physical
-        effective = informative + layout.n_physical - null + n_prior - prior_shrinkage
-        dof = n_observations - effective
-        if dof < 1.0:
-            return (
-                f"{int(n_observations)} observations leave no degrees of freedom for "
-                f"{effective:.1f} effective parameters"
-            )
-        updated_noise = np.maximum(
-            squares / np.maximum(counts * dof / n_observations, 1e-300), _MIN_NOISE_STD**2
-        )
-        updated_precision = precision_of_weights
-        if layout.output_layer:
-            updated_precision = max(n_prior - prior_shrinkage, 1e-8) / max(weight_norm, 1e-300)
-        change = abs(updated_precision - precision_of_weights) / precision_of_weights
-        converged = change <= _EVIDENCE_TOLERANCE and np.allclose(
-            updated_noise, noise_variance, rtol=_EVIDENCE_TOLERANCE
-        )
-        noise_variance, precision_of_weights = updated_noise, updated_precision
-        if converged:
-            break
-    theta, cross, local = information.weighted(1.0 / noise_variance)
-    reduced, local_inverses, _ = _eliminate_initial_states(theta, cross, local)
-    prior[prior_block] = precision_of_weights
-    covariance, _ = _pseudo_inverse(reduced + np.diag(prior))
-    gains = np.einsum("bij,bjk->bik", cross, local_inverses)  # (n_traj, n_theta, n_local)
-    cross_covariance = -np.einsum("ij,bjk->bik", covariance, gains)
-    initial_covariance = local_inverses + np.einsum("bji,jk,bkl->bil", gains, covariance, gains)
     physical = slice(0, layout.n_physical)
     physical_information, _, _ = _eliminate_initial_states(
-        theta[physical, physical], cross[:, physical], local
+        posterior.theta[physical, physical], posterior.cross[:, physical], posterior.local
     )
+    counts = data.sum_of_squares(model.n_states)[1]
     return FitUncertainty(
         noise_std=np.sqrt(noise_variance) * (counts > 0),
         theta_covariance=covariance,
         prior_variance=np.where(prior > 0, 1.0 / np.maximum(prior, 1e-300), 0.0),
         initial_state_covariance=initial_covariance,
-        cross_covariance=cross_covariance,
+        cross_covariance=-np.einsum("ij,bjk->bik", covariance, gains),
         physical_information=physical_information,
         residual_dof=float(dof),
     )
