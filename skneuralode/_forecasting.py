@@ -190,7 +190,10 @@ class ForecastingMixin:
         mean = self._integrate(scaled, starts, sorted_times, signal)
         if not return_std:
             return mean
-        return mean, prediction_std(self, scaled, starts, sorted_times, fitted_initial=fitted)
+        std = prediction_std(
+            self, scaled, starts, sorted_times, fitted_initial=fitted, signal=signal
+        )
+        return mean, std
 
     def predict(self, t: Any, y0: Any = None, u: Any = None, return_std: bool = False) -> Any:
         """Integrate the learned dynamics to the times ``t``.
@@ -215,8 +218,8 @@ class ForecastingMixin:
             prediction: physical parameters, the network's output layer under a
             linearised Laplace approximation, and the fitted initial state unless ``y0``
             is given) and the observation noise ``noise_std_``, added in variance. The
-            model part alone is ``sqrt(std**2 - noise_std_**2)``. Not yet available for
-            models fitted with external inputs or known initial states.
+            model part alone is ``sqrt(std**2 - noise_std_**2)``. Initial states given
+            in :meth:`fit` (``y0``) count as exact.
 
         Returns
         -------
@@ -235,7 +238,9 @@ class ForecastingMixin:
         mean = grids.restore_order(self._integrate(scaled, starts, grids.sorted_times, signal))
         if not return_std:
             return mean
-        std = prediction_std(self, scaled, starts, grids.sorted_times, fitted_initial=y0 is None)
+        std = prediction_std(
+            self, scaled, starts, grids.sorted_times, fitted_initial=y0 is None, signal=signal
+        )
         return mean, grids.restore_order(std)
 
     def score(

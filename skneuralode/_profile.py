@@ -56,6 +56,7 @@ class _ProfileProblem:
     model: ODEModel
     batch: TrajectoryBatch
     noise_std: np.ndarray  # (n_states,) scaled
+    signal: torch.nn.Module | None = None  # the training inputs of a forced model
 
     def __post_init__(self) -> None:
         self.layout = parameter_layout(self.model, include_output_layer=False)
@@ -74,8 +75,11 @@ class _ProfileProblem:
             )
         ]
         self.weights = [1.0 / self.noise_std[np.nonzero(mask)[1]] for mask in self.observed]
-        fitted = self.model.initial_states.detach().cpu().numpy().astype(np.float64)
+        fitted = self.model.initial_values().detach().cpu().numpy().astype(np.float64)
         self.fitted_initial = fitted
+        known = self.model.known_initial_mask.cpu().numpy()[:, : self.n_states]
+        #: Entries of the vector that are fitted (initial states given in fit are not).
+        self.free = np.concatenate([np.ones(self.n_physical, dtype=bool), ~known.ravel()])
 
     @property
     def n_physical(self) -> int:
@@ -109,6 +113,7 @@ class _ProfileProblem:
                 self.starts,
                 self.sorted_times,
                 self.model.spec.solver,
+                self.signal,
             )
         parts = []
         for fitted, mask, target, weight in zip(
@@ -128,6 +133,7 @@ class _ProfileProblem:
             self.starts,
             self.sorted_times,
             local=True,
+            signal=self.signal,
         )
         n_traj = len(self.sorted_times)
         width = self.n_physical + n_traj * self.n_states
@@ -149,8 +155,8 @@ class _ProfileProblem:
 def _refit(
     problem: _ProfileProblem, vector: np.ndarray, fixed: int | None
 ) -> tuple[float, np.ndarray]:
-    """Minimum of chi2 over the free entries of ``vector`` (entry ``fixed`` held)."""
-    free = np.ones(vector.size, dtype=bool)
+    """Minimum of chi2 over the fitted entries of ``vector`` (entry ``fixed`` held)."""
+    free = problem.free.copy()
     if fixed is not None:
         free[fixed] = False
 
@@ -222,7 +228,7 @@ def _bound(
 
 
 def profile_intervals(
-    estimator: Any, t: Any, y: Any, confidence: float
+    estimator: Any, t: Any, y: Any, confidence: float, u: Any = None
 ) -> dict[str, tuple[float, float]]:
     """Profile-likelihood intervals of every learned physical parameter.
 
@@ -233,6 +239,8 @@ def profile_intervals(
     t, y
         The training data, in any layout ``fit`` accepts.
     confidence : float
+    u : optional
+        The training inputs of a model fitted with external inputs, as in ``fit``.
 
     Returns
     -------
@@ -247,7 +255,8 @@ def profile_intervals(
             f"{batch.n_traj} of {batch.n_states}."
         )
     noise = estimator.noise_std_ / model.scaling.state_scale
-    problem = _ProfileProblem(model, batch, np.where(noise > 0, noise, 1.0))
+    signal = estimator._input_signal(u, batch.grids)
+    problem = _ProfileProblem(model, batch, np.where(noise > 0, noise, 1.0), signal)
     minimum, optimum = _refit(problem, problem.start(), None)
     dof = float(estimator._residual_dof_[0])
     quantile = student_quantile(confidence, dof)

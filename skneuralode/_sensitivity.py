@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ._forcing import ForcedField
 from ._prediction import integrate
 from ._scaling import Scaling
 from ._solve import depends_on_time
@@ -98,10 +99,13 @@ def parameter_layout(model: ODEModel, *, include_output_layer: bool) -> Paramete
     )
 
 
-def _hidden_features(field: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """What the output layer sees at ``z``, shape (..., n_hidden)."""
-    inputs = field.features if hasattr(field, "features") else field.inputs
-    return field.network[:-1](inputs(z))
+def _hidden_features(field: nn.Module, z: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+    """What the output layer sees at ``z`` (and inputs ``u``), shape (..., n_hidden)."""
+    featurize = field.features if hasattr(field, "features") else field.inputs
+    features = featurize(z)
+    if getattr(field, "input_scaler", None) is not None:
+        features = torch.cat([features, field.input_scaler(*inputs)], dim=-1)
+    return field.network[:-1](features)
 
 
 class SensitivityField(nn.Module):
@@ -135,18 +139,21 @@ class SensitivityField(nn.Module):
         self.output_mask = None if output is None or bool(output.all()) else output
 
     def _state_rates(
-        self, t: torch.Tensor, z: torch.Tensor, tangents: torch.Tensor
+        self, t: torch.Tensor, z: torch.Tensor, tangents: torch.Tensor, inputs: tuple
     ) -> torch.Tensor:
         """``(df/dz) S`` for all directions at once: (..., n_total, n_directions)."""
         directions = tangents.movedim(-1, 0)  # (n_directions, ..., n_total)
         size = directions.abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
         step = self.step / size
         times = t if t.ndim == 0 else t.expand(directions.shape[:-1])
-        ahead = self.field(times, z + step * directions)
-        behind = self.field(times, z - step * directions)
+        inputs = tuple(u.expand(*directions.shape[:-1], u.shape[-1]) for u in inputs)
+        ahead = self.field(times, z + step * directions, *inputs)
+        behind = self.field(times, z - step * directions, *inputs)
         return ((ahead - behind) / (2.0 * step)).movedim(0, -1)
 
-    def _physical_rates(self, t: torch.Tensor, z: torch.Tensor) -> list[torch.Tensor]:
+    def _physical_rates(
+        self, t: torch.Tensor, z: torch.Tensor, inputs: tuple
+    ) -> list[torch.Tensor]:
         """``df/draw`` of each physical parameter: list of (..., n_total)."""
         raw = self.field.physical_parameters.raw.detach()
         columns = []
@@ -154,14 +161,14 @@ class SensitivityField(nn.Module):
             step = self.step * max(1.0, abs(float(raw[index])))
             shift = torch.zeros_like(raw)
             shift[index] = step
-            ahead = functional_call(self.field, {PHYSICAL: raw + shift}, (t, z))
-            behind = functional_call(self.field, {PHYSICAL: raw - shift}, (t, z))
+            ahead = functional_call(self.field, {PHYSICAL: raw + shift}, (t, z, *inputs))
+            behind = functional_call(self.field, {PHYSICAL: raw - shift}, (t, z, *inputs))
             columns.append((ahead - behind) / (2.0 * step))
         return columns
 
-    def _output_layer_rates(self, z: torch.Tensor) -> torch.Tensor:
+    def _output_layer_rates(self, z: torch.Tensor, inputs: tuple) -> torch.Tensor:
         """``df/d(W, b)`` of the output layer: (..., n_total, n_outputs * (n_hidden + 1))."""
-        hidden = _hidden_features(self.field, z)  # (..., n_hidden)
+        hidden = _hidden_features(self.field, z, *inputs)  # (..., n_hidden)
         n_outputs = self.layout.n_outputs
         eye = torch.eye(n_outputs, dtype=z.dtype, device=z.device)
         if self.output_mask is not None:
@@ -171,16 +178,20 @@ class SensitivityField(nn.Module):
         flat_weight = weight.reshape(*hidden.shape[:-1], n_outputs, -1)
         return torch.cat([flat_weight, bias], dim=-1)
 
-    def forward(self, t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, t: torch.Tensor, w: torch.Tensor, u: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The augmented rates; ``u`` are the external inputs of a forced model."""
         batch = w.shape[:-1]
         z = w[..., : self.n_total]
         tangents = w[..., self.n_total :].reshape(*batch, self.n_total, self.n_directions)
-        rates = self.field(t, z)
-        derivative = self._state_rates(t, z, tangents)
-        columns = self._physical_rates(t, z) if self.layout.n_physical else []
+        inputs = () if u is None else (u,)
+        rates = self.field(t, z, *inputs)
+        derivative = self._state_rates(t, z, tangents, inputs)
+        columns = self._physical_rates(t, z, inputs) if self.layout.n_physical else []
         parts = [torch.stack(columns, dim=-1)] if columns else []
         if self.layout.output_layer:
-            parts.append(self._output_layer_rates(z))
+            parts.append(self._output_layer_rates(z, inputs))
         if parts:
             explicit = torch.cat(parts, dim=-1)
             width = explicit.shape[-1]
@@ -197,6 +208,7 @@ class _SensitivityModel(nn.Module):
     def __init__(self, model: ODEModel, field: SensitivityField) -> None:
         super().__init__()
         self.field = field
+        self.has_inputs = bool(model.spec.n_inputs)
         size = model.n_total_states * (1 + field.n_directions)
         self.size = size
         scaling = model.scaling
@@ -213,8 +225,10 @@ class _SensitivityModel(nn.Module):
         return self.size
 
     def forced(self, signal: nn.Module | None, members: torch.Tensor) -> nn.Module:
-        """The field as the solver calls it (models with inputs get no sensitivities)."""
-        return self.field
+        """The field as the solver calls it, driven by ``signal`` for a forced model."""
+        if not self.has_inputs:
+            return self.field
+        return ForcedField(self.field, signal, members)
 
 
 @dataclass(frozen=True)
@@ -241,6 +255,7 @@ def trajectory_sensitivities(
     sorted_times: list[np.ndarray],
     *,
     local: bool,
+    signal: nn.Module | None = None,
 ) -> Sensitivities | None:
     """Integrate states and sensitivities to the requested times in one batched solve.
 
@@ -256,6 +271,8 @@ def trajectory_sensitivities(
         Ascending physical output times of each trajectory.
     local : bool
         Follow the initial states' observed dimensions too (fitted initial states).
+    signal : nn.Module, optional
+        The trajectories' external inputs (required when the model has inputs).
 
     Returns
     -------
@@ -277,7 +294,7 @@ def trajectory_sensitivities(
         rtol=max(fitted.rtol, SENSITIVITY_RTOL),
         atol=max(fitted.atol, SENSITIVITY_ATOL),
     )
-    outputs = integrate(augmented, packed, initial_times, sorted_times, solver)
+    outputs = integrate(augmented, packed, initial_times, sorted_times, solver, signal)
     if not all(np.all(np.isfinite(output)) for output in outputs):
         return None
     states = [output[:, :n_states] for output in outputs]

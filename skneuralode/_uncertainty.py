@@ -176,11 +176,11 @@ def _trajectory_residuals(
     times = scaling.unscale_times(problem.times.detach().cpu().numpy().astype(np.float64))
     sorted_times = [times[row, :length] for row, length in enumerate(problem.lengths)]
     starts = times[:, 0]
-    initial = model.initial_states.detach().cpu().numpy().astype(np.float64)
+    initial = model.initial_values().detach().cpu().numpy().astype(np.float64)
     # The residuals come from the same solve as the sensitivities (its tolerance, 1e-4 of
     # the states' spread, is far below any noise worth an interval).
     sensitivities = trajectory_sensitivities(
-        model, layout, initial, starts, sorted_times, local=True
+        model, layout, initial, starts, sorted_times, local=True, signal=problem.inputs
     )
     if sensitivities is None:
         return None
@@ -203,9 +203,12 @@ class _Information:
     theta: np.ndarray  # (n_states, n_theta, n_theta)
     cross: np.ndarray  # (n_states, n_traj, n_theta, n_local)
     local: np.ndarray  # (n_states, n_traj, n_local, n_local)
+    free: np.ndarray  # (n_traj, n_local) bool: fitted initial states (not given ones)
 
     @classmethod
-    def from_residuals(cls, data: _Residuals, n_states: int, n_theta: int) -> _Information:
+    def from_residuals(
+        cls, data: _Residuals, n_states: int, n_theta: int, free: np.ndarray
+    ) -> _Information:
         n_traj = len(data.jacobians)
         theta = np.zeros((n_states, n_theta, n_theta))
         cross = np.zeros((n_states, n_traj, n_theta, n_states))
@@ -217,7 +220,7 @@ class _Information:
                 theta[state] += field_part.T @ field_part
                 cross[state, row] = field_part.T @ local_part
                 local[state, row] = local_part.T @ local_part
-        return cls(theta, cross, local)
+        return cls(theta, cross, local, free)
 
     def weighted(self, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Blocks weighted by each state's noise precision ``1/sigma_s^2``."""
@@ -229,18 +232,21 @@ class _Information:
 
 
 def _eliminate_initial_states(
-    theta: np.ndarray, cross: np.ndarray, local: np.ndarray
+    theta: np.ndarray, cross: np.ndarray, local: np.ndarray, free: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Schur complement of the initial-state blocks: information about ``theta`` with
-    the initial states re-fitted, their inverses, and how many local directions carry
+    """Schur complement of the fitted initial-state blocks (``free``; given ones are
+    exact): information about ``theta`` with the initial states re-fitted, their
+    inverses (zero in the given directions), and how many local directions carry
     information."""
     inverses, informative = np.zeros_like(local), 0
     reduced = theta.copy()
     for row in range(local.shape[0]):
-        inverse, null = _pseudo_inverse(local[row])
-        inverses[row] = inverse
-        informative += local.shape[1] - null
-        reduced -= cross[row] @ inverse @ cross[row].T
+        fitted = np.flatnonzero(free[row])
+        inverse, null = _pseudo_inverse(local[row][np.ix_(fitted, fitted)])
+        inverses[row][np.ix_(fitted, fitted)] = inverse
+        informative += fitted.size - null
+        coupling = cross[row][:, fitted]
+        reduced -= coupling @ inverse @ coupling.T
     return reduced, inverses, informative
 
 
@@ -260,7 +266,9 @@ class _Posterior:
         cls, information: _Information, noise_variance: np.ndarray, prior: np.ndarray
     ) -> _Posterior:
         theta, cross, local = information.weighted(1.0 / noise_variance)
-        reduced, local_inverses, informative = _eliminate_initial_states(theta, cross, local)
+        reduced, local_inverses, informative = _eliminate_initial_states(
+            theta, cross, local, information.free
+        )
         covariance, null = _pseudo_inverse(reduced + np.diag(prior))
         # tr(F C) = n_theta - tr(prior C) - (directions without information)
         shrinkage = float(np.sum(prior * np.diagonal(covariance)))
@@ -339,7 +347,10 @@ def estimate_fit_uncertainty(
     data = _trajectory_residuals(problem, model, layout)
     if data is None:
         return "the fitted model could not be integrated with its sensitivities"
-    information = _Information.from_residuals(data, model.n_states, layout.size)
+    free = np.ones((problem.n_traj, model.n_states), dtype=bool)
+    if model.has_known_initial_states:
+        free = ~model.known_initial_mask.cpu().numpy()[:, : model.n_states]
+    information = _Information.from_residuals(data, model.n_states, layout.size, free)
     weights = _output_parameters(model) if layout.output_layer else []
     weight_norm = sum(float(torch.sum(weight.detach() ** 2)) for weight in weights)
     prior_block = slice(layout.n_physical, layout.size)
@@ -355,7 +366,10 @@ def estimate_fit_uncertainty(
     )
     physical = slice(0, layout.n_physical)
     physical_information, _, _ = _eliminate_initial_states(
-        posterior.theta[physical, physical], posterior.cross[:, physical], posterior.local
+        posterior.theta[physical, physical],
+        posterior.cross[:, physical],
+        posterior.local,
+        information.free,
     )
     counts = data.sum_of_squares(model.n_states)[1]
     return FitUncertainty(
@@ -390,11 +404,6 @@ def record_fit_uncertainty(
     for name in RECORDED_ATTRIBUTES:
         if name in vars(estimator):
             delattr(estimator, name)
-    if model.spec.n_inputs or model.has_known_initial_states:
-        estimator._uncertainty_note = (
-            "not yet computed for models with external inputs or known initial states"
-        )
-        return None
     n_times = int(problem.lengths.sum())
     if (
         getattr(model.field, "network", True) is not None
@@ -467,6 +476,7 @@ def prediction_std(
     sorted_times: list[np.ndarray],
     *,
     fitted_initial: bool,
+    signal: torch.nn.Module | None = None,
 ) -> list[np.ndarray]:
     """Standard deviation of a new observation at each predicted point.
 
@@ -486,6 +496,8 @@ def prediction_std(
     fitted_initial : bool
         The initial states are the fitted ones (row ``i`` is training trajectory ``i``),
         whose uncertainty then counts; given initial states are taken as exact.
+    signal : nn.Module, optional
+        The trajectories' external inputs (required when the model has inputs).
 
     Returns
     -------
@@ -500,7 +512,13 @@ def prediction_std(
     if covariance.shape[0] != layout.size:
         layout = parameter_layout(model, include_output_layer=False)
     sensitivities = trajectory_sensitivities(
-        model, layout, initial_states, initial_times, sorted_times, local=fitted_initial
+        model,
+        layout,
+        initial_states,
+        initial_times,
+        sorted_times,
+        local=fitted_initial,
+        signal=signal,
     )
     scale = model.scaling.state_scale
     noise = (estimator.noise_std_ / scale) ** 2

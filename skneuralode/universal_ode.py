@@ -546,6 +546,7 @@ class UniversalODERegressor(BaseODERegressor):
         *,
         t: Any = None,
         y: Any = None,
+        u: Any = None,
     ) -> dict[str, tuple[float, float]]:
         """Confidence intervals of the fitted physical parameters.
 
@@ -579,6 +580,10 @@ class UniversalODERegressor(BaseODERegressor):
         t, y : array-like, optional
             The training data, in any layout ``fit`` accepts; required by
             ``method="profile"``.
+        u : optional
+            The training inputs of a model fitted with external inputs (unless they
+            were a callable), for ``method="profile"``. Initial states given to ``fit``
+            (``y0``) stay fixed in both methods.
 
         Returns
         -------
@@ -628,8 +633,8 @@ class UniversalODERegressor(BaseODERegressor):
                 + ", so parameter intervals are not available."
             )
         if method == "wald":
-            if t is not None or y is not None:
-                raise ValueError("t and y are only used by method='profile'.")
+            if t is not None or y is not None or u is not None:
+                raise ValueError("t, y and u are only used by method='profile'.")
             dof = float(self._residual_dof_[0])
             return wald_intervals(parameters, self._physical_information_, confidence, dof)
         if t is None or y is None:
@@ -639,7 +644,7 @@ class UniversalODERegressor(BaseODERegressor):
             )
         from ._profile import profile_intervals
 
-        return profile_intervals(self, t, y, confidence)
+        return profile_intervals(self, t, y, confidence, u)
 
     def discover_equations(
         self,

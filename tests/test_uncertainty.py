@@ -384,3 +384,58 @@ def test_plots_shade_the_band_and_draw_the_intervals(decay_fit: dict) -> None:
         assert result.summarize(verbose=False).failed == 0
     finally:
         plt.close("all")
+
+
+# ------------------------------------------------- given initial states, external inputs
+def test_given_initial_states_are_exact_and_narrow_the_intervals() -> None:
+    t, y = decay_data(15, noise=0.05)
+    free = decay_model().fit(t, y)
+    given = decay_model().fit(t, y, y0=[Y0_TRUE])
+    np.testing.assert_allclose(given.y0_std_, [0.0], atol=1e-12)
+    assert free.y0_std_[0] > 0.0
+    # k and y0 are correlated in a decay: knowing y0 pins k down better
+    assert given.params_std_["k"] < 0.8 * free.params_std_["k"]
+    low, high = given.param_intervals()["k"]
+    assert low < K_TRUE < high
+    _, std = given.predict(t, return_std=True)
+    assert std[0, 0] == pytest.approx(given.noise_std_[0], rel=1e-6)  # no model part at y0
+    profile = given.param_intervals(method="profile", t=t, y=y)["k"]
+    assert profile[0] < K_TRUE < profile[1]
+    assert profile[1] - profile[0] == pytest.approx(high - low, rel=0.2)
+
+
+def forced_decay(
+    t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor], u: torch.Tensor
+) -> torch.Tensor:
+    return -p["k"] * y + p["gain"] * u
+
+
+def test_models_with_inputs_get_intervals_and_bands_that_follow_the_inputs() -> None:
+    t = np.linspace(0.0, 4.0, 40)
+    force = np.sin(2.0 * t)[:, None]
+    rng = np.random.default_rng(1)
+    states = np.zeros((t.size, 1))
+    for step in range(1, t.size):  # fine Euler steps of y' = -k y + gain u
+        y_now, s = states[step - 1, 0], t[step - 1]
+        for _ in range(200):
+            y_now += (t[step] - t[step - 1]) / 200 * (-K_TRUE * y_now + 2.0 * np.sin(2.0 * s))
+            s += (t[step] - t[step - 1]) / 200
+        states[step, 0] = y_now
+    y = states + 0.02 * rng.standard_normal(states.shape)
+    estimator = classical(
+        forced_decay, {"k": 1.0, "gain": 1.0}, param_constraints=None, atol=1e-8, rtol=1e-8
+    ).fit(t, y, u=force)
+    for name, truth in (("k", K_TRUE), ("gain", 2.0)):
+        low, high = estimator.param_intervals()[name]
+        assert low < truth < high
+        assert high - low < 0.2 * truth
+        profile = estimator.param_intervals(method="profile", t=t, y=y, u=force)[name]
+        assert profile[0] < truth < profile[1]
+    _, std = estimator.predict(t, u=force, return_std=True)
+    assert std.shape == y.shape and np.all(std >= estimator.noise_std_[0])
+    # the model part follows the input: a larger force moves the prediction further
+    # along the uncertain gain
+    _, strong = estimator.predict(t, u=3.0 * force, return_std=True)
+    assert strong.max() > std.max()
+    with pytest.raises(ValueError, match="u"):
+        estimator.predict(t, return_std=True)
