@@ -190,9 +190,10 @@ class GaussNewtonStage(TrainingStage):
     """Levenberg-Marquardt on the full-trajectory misfit, learning every parameter.
 
     Marquardt's scaling (the damping grows with each parameter's own curvature) and
-    Nielsen's damping update. The stage ends when an accepted step lowers the objective
-    by less than ``tol`` (relative) ``n_iter_no_change`` times in a row, after
-    ``max_iter`` iterations, or when no step along the damped directions lowers it.
+    Nielsen's damping update. The stage ends when ``n_iter_no_change`` accepted steps in a
+    row lower the objective by less than the larger of ``tol`` (relative) and
+    ``min_chi2_decrease`` noise variances per observation, after ``max_iter``
+    iterations, or when no step along the damped directions lowers it.
 
     Parameters
     ----------
