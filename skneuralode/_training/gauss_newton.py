@@ -260,7 +260,6 @@ class GaussNewtonStage(TrainingStage):
                 )
                 target.decay = target.decay_mask * decay
                 linear = replace(linear, decay=target.decay)
-                model.field.weight_decay = decay
             loss = linear.objective(parameters)
             monitor.record(self.name, iteration, [loss])
             iteration += 1
