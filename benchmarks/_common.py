@@ -95,14 +95,29 @@ def stage_summary(estimator: Any) -> list[dict[str, Any]]:
     return stages
 
 
-def run_worker(script: Path, arguments: Sequence[str], threads: int) -> dict[str, Any]:
-    """Run ``script --worker ...`` in a fresh interpreter; return its last JSON line."""
+def run_worker(
+    script: Path,
+    arguments: Sequence[str],
+    threads: int,
+    pythonpath: Path | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Run ``script --worker ...`` in a fresh interpreter; return its last JSON line.
+
+    ``pythonpath`` (put first on the worker's ``PYTHONPATH``) chooses which copy of the
+    package the worker imports; ``timeout`` (seconds) raises ``subprocess.TimeoutExpired``.
+    """
     environment = dict(os.environ)
     for name in THREAD_VARIABLES:
         environment[name] = str(threads)
+    if pythonpath is not None:
+        inherited = environment.get("PYTHONPATH")
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(pythonpath), *([inherited] if inherited else [])]
+        )
     command = [sys.executable, str(script), *arguments]
     completed = subprocess.run(
-        command, capture_output=True, text=True, env=environment, check=False
+        command, capture_output=True, text=True, env=environment, check=False, timeout=timeout
     )
     if completed.returncode != 0:
         raise RuntimeError(

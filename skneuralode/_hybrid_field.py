@@ -200,23 +200,49 @@ class HybridField(nn.Module):
     def penalty(self, t: Tensor, z: Tensor, u: Tensor | None = None) -> Tensor:
         """Minimal-norm penalty (weighted mean square of the network's term at ``z``) plus
         weight decay (weighted sum of the network's squared weights)."""
-        if self.network is None or not self.network_enabled:
-            return z.new_zeros(())
-        penalty = z.new_zeros(())
-        if self.penalty_weight != 0.0:
-            squares = self.network_rates(t, z, u) ** 2
-            n_outputs = self.output_mask.sum().clamp_min(1.0)
-            penalty = penalty + self.penalty_weight * squares.sum(dim=-1).mean() / n_outputs
-        if self.weight_decay != 0.0:
-            penalty = penalty + self.weight_decay * squared_weights(self.network)
+        residuals, decayed = self.penalty_terms(t, z, u)
+        penalty = (residuals**2).sum()
+        for weight in decayed:
+            penalty = penalty + self.weight_decay * (weight**2).sum()
         return penalty
+
+    def penalty_terms(
+        self, t: Tensor, z: Tensor, u: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The penalty in least-squares form, for Gauss-Newton stages.
+
+        Returns
+        -------
+        residuals : Tensor of shape (n_residuals,)
+            The minimal-norm penalty is ``(residuals ** 2).sum()`` (empty when off).
+        decayed : list of Tensor
+            The network's weights; the weight decay is ``weight_decay`` times the sum of
+            their squares (empty when off).
+        """
+        residuals = z.new_zeros(0)
+        if self.network is None or not self.network_enabled:
+            return residuals, []
+        if self.penalty_weight != 0.0:
+            rates = self.network_rates(t, z, u)
+            n_outputs = float(self.output_mask.sum().clamp_min(1.0))
+            scale = (self.penalty_weight / (n_outputs * rates[..., 0].numel())) ** 0.5
+            residuals = scale * rates.reshape(-1)
+        decayed = self.decayed_weights() if self.weight_decay != 0.0 else []
+        return residuals, decayed
+
+    def decayed_weights(self) -> list[Tensor]:
+        """The tensors a weight decay acts on: the network's weights (not its biases)."""
+        return [] if self.network is None else network_weights(self.network)
+
+
+def network_weights(network: nn.Module) -> list[torch.Tensor]:
+    """The weights (not biases) of the linear layers of ``network``."""
+    return [layer.weight for layer in network.modules() if isinstance(layer, nn.Linear)]
 
 
 def squared_weights(network: nn.Module) -> torch.Tensor:
     """Sum of the squared weights (not biases) of the linear layers of ``network``."""
-    return sum(
-        (layer.weight**2).sum() for layer in network.modules() if isinstance(layer, nn.Linear)
-    )
+    return sum((weight**2).sum() for weight in network_weights(network))
 
 
 def output_mask(

@@ -20,6 +20,8 @@ from .._problem import TrainingProblem
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import LoopSettings, StageResult, optimise
+from .progress import TrajectoryCheck
+from .tolerance import noise_matched
 
 
 class _CollocationObjective:
@@ -118,6 +120,10 @@ class CollocationStage(TrainingStage):
         linearly.
     tol, n_iter_no_change
         Early stopping, see :class:`~skneuralode._training.loop.LoopSettings`.
+    check_every, check_patience
+        The whole trajectories are integrated every ``check_every`` steps; the stage ends
+        when ``check_patience`` checks in a row found no meaningful improvement, with
+        the best checked field (see :mod:`~skneuralode._training.progress`).
     """
 
     max_iter: int = 1000
@@ -126,6 +132,8 @@ class CollocationStage(TrainingStage):
     huber_delta: float = 1.0
     tol: float = 1e-4
     n_iter_no_change: int = 50
+    check_every: int = 100
+    check_patience: int = 3
     name: str = "collocation"
     divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate"
 
@@ -139,4 +147,10 @@ class CollocationStage(TrainingStage):
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
         )
-        return optimise(objective, settings, context.monitor, self.name)
+        solver = noise_matched(
+            context.solver, problem.noise_variance, TrajectoryCheck.largest_trusted_noise
+        )
+        check = TrajectoryCheck(
+            problem, model, solver, every=self.check_every, patience=self.check_patience
+        )
+        return optimise(objective, settings, context.monitor, self.name, check)

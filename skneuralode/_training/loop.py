@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import torch
 
 from .._monitor import TrainingMonitor
+from .progress import TrajectoryCheck
 
 Status = Literal["converged", "max_iter", "diverged", "stopped", "ended_early", "interrupted"]
 
@@ -183,10 +184,26 @@ def _lbfgs_step(
     return evaluations[0]
 
 
+def publish(objective: Objective) -> None:
+    """Let ``objective`` write into the model what it keeps aside (e.g. the start states
+    of shooting segments), if it can (an optional ``publish()`` method)."""
+    method = getattr(objective, "publish", None)
+    if method is not None:
+        method()
+
+
 def optimise(
-    objective: Objective, settings: LoopSettings, monitor: TrainingMonitor, stage: str
+    objective: Objective,
+    settings: LoopSettings,
+    monitor: TrainingMonitor,
+    stage: str,
+    check: TrajectoryCheck | None = None,
 ) -> StageResult:
-    """Minimise ``objective`` under ``settings``; see the module docstring."""
+    """Minimise ``objective`` under ``settings``; see the module docstring.
+
+    With a ``check``, the full-trajectory fit is checked every ``check.every`` steps: the
+    stage ends when it stops improving, and ends with the best checked parameters.
+    """
     parameters = objective.parameters()
     learning_rate = settings.learning_rate
     optimiser = _make_optimiser(settings, parameters)
@@ -261,6 +278,11 @@ def optimise(
             if reason is not None:
                 status, message = "ended_early", reason
                 break
+            if check is not None and check.due(step):
+                publish(objective)
+                if check.should_stop(step, parameters):
+                    status, message = "converged", check.message
+                    break
     except KeyboardInterrupt as interrupt:
         _restore(parameters, good_state)
         monitor.end_stage("interrupted")
@@ -270,5 +292,8 @@ def optimise(
     except BaseException:
         monitor.end_stage("failed")  # close the progress bar; the caller handles the error
         raise
+    if check is not None and status != "diverged":
+        publish(objective)
+        check.keep_best(parameters)
     monitor.end_stage(status)
     return StageResult(stage, step, window_mean, status, message)

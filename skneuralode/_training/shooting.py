@@ -24,6 +24,8 @@ from .._solve import SolverSettings, solve
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import LoopSettings, StageResult, optimise
+from .progress import TrajectoryCheck
+from .tolerance import noise_matched
 
 _MIN_SEGMENT_LENGTH = 3
 _MAX_SEGMENT_LENGTH = 16
@@ -198,6 +200,11 @@ class _ShootingObjective:
             f"steps per segment solve (budget {budget}), so multiple shooting was stopped"
         )
 
+    def publish(self) -> None:
+        """Make the first segments' start states the model's initial states."""
+        with torch.no_grad():
+            self.model.initial_states.copy_(self.start_states[self.segments.first_segment])
+
     def start_states_by_key(self) -> dict[tuple[int, int], torch.Tensor]:
         """Current start state of every segment, keyed by (trajectory, start index)."""
         states = self.start_states.detach()
@@ -264,6 +271,10 @@ class ShootingStage(TrainingStage):
         Weight of the continuity gaps relative to the data misfit.
     tol, n_iter_no_change
         Early stopping, see :class:`~skneuralode._training.loop.LoopSettings`.
+    check_every, check_patience
+        The whole trajectories are integrated every ``check_every`` steps; the stage ends
+        when ``check_patience`` checks in a row found no meaningful improvement, with
+        the best checked model (see :mod:`~skneuralode._training.progress`).
     grow_segments : bool
         When the loss plateaus before the budget is spent, double the segments (keeping
         the start states of the segments that remain) and go on, until a segment covers a
@@ -290,6 +301,8 @@ class ShootingStage(TrainingStage):
     only_if_needed: bool = False
     needed_above: float = 5e-3
     largest_trusted_noise: float = 0.025
+    check_every: int = 50
+    check_patience: int = 3
     name: str = "shooting"
     divergence_remedy: ClassVar[str] = (
         "a smaller shooting_learning_rate or a shorter shooting_segment_length"
@@ -311,6 +324,7 @@ class ShootingStage(TrainingStage):
             host_times, problem.lengths, self.segment_span
         )
         longest = int(problem.lengths.max())
+        solver = noise_matched(context.solver, problem.noise_variance, self.largest_trusted_noise)
         steps_left, steps_taken, known_starts = self.max_iter, 0, None
         while True:
             segments = build_segments(host_times, problem.lengths, length, problem.times.device)
@@ -318,7 +332,7 @@ class ShootingStage(TrainingStage):
                 problem,
                 model,
                 segments,
-                context.solver,
+                solver,
                 self.batch_size,
                 self.continuity_weight,
                 context.generator,
@@ -330,9 +344,16 @@ class ShootingStage(TrainingStage):
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
             )
-            result = optimise(objective, settings, context.monitor, self.name)
-            with torch.no_grad():
-                model.initial_states.copy_(objective.start_states[segments.first_segment])
+            check = TrajectoryCheck(
+                problem,
+                model,
+                solver,
+                every=self.check_every,
+                patience=self.check_patience,
+                largest_trusted_noise=self.largest_trusted_noise,
+            )
+            result = optimise(objective, settings, context.monitor, self.name, check)
+            objective.publish()
             steps_taken += result.n_iter
             steps_left -= result.n_iter
             can_grow = self.grow_segments and length < longest and steps_left > 0
