@@ -13,7 +13,8 @@ Four cases, each with the route a practitioner takes today beside ours:
    initial amount of a hidden gut compartment: ka, ke and V from a start 3x off.
    Beside it: scipy ``least_squares`` again.
 4. Lotka-Volterra observing only the prey: ``NeuralODERegressor`` with the predator
-   as a hidden state fits the prey on [0, 10] and forecasts to t = 15 (50 % past).
+   as a hidden state fits the prey on [0, 10] and forecasts to t = 15 (50 % past), with
+   the settings the README gives for hidden states (:data:`HIDDEN_STATE_SETTINGS`).
 
 Run ``python benchmarks/real_data.py`` (``--seeds 0 1 2`` for several noise draws,
 ``--quick`` for smaller budgets). Times are CPU seconds of this process (one torch
@@ -175,15 +176,29 @@ def pharmacokinetics_case(seed: int) -> dict[str, Any]:
     }
 
 
+#: A neural ODE with a hidden state, as the README advises: a short multiple-shooting
+#: stage at a larger step finds the dynamics, the full-trajectory polish makes the hidden
+#: coordinate consistent over the whole series (short segments alone can leave it
+#: drifting: noise seed 4 fits with R^2 0.39 without it), and tolerances that match
+#: noisy data (3 %) halve the cost of every solve.
+HIDDEN_STATE_SETTINGS: dict[str, Any] = {
+    "hidden_layer_sizes": (16, 16),
+    "shooting_learning_rate": 1e-2,
+    "polish": True,
+    "polish_max_iter": 30,
+    "rtol": 1e-4,
+    "atol": 1e-6,
+    "device": "cpu",
+}
+
+
 def prey_case(seed: int, max_iter: int) -> dict[str, Any]:
     t = np.linspace(0.0, 15.0, 151)
     _, truth = make_lotka_volterra(times=t)
     n_fit = 101  # [0, 10]; the forecast runs to 15
     prey = add_noise(truth, 0.03, seed=seed)[:n_fit, 0]
     y = np.column_stack([prey, np.full(n_fit, np.nan)])
-    estimator = NeuralODERegressor(
-        hidden_layer_sizes=(16, 16), max_iter=max_iter, random_state=seed, device="cpu"
-    )
+    estimator = NeuralODERegressor(max_iter=max_iter, random_state=seed, **HIDDEN_STATE_SETTINGS)
     _, seconds = timed(lambda: estimator.fit(t[:n_fit], y))
     predicted = estimator.predict(t)[:, 0]
     return {
@@ -202,11 +217,12 @@ def main() -> None:
         nargs="+",
         default=["sir", "forced", "pk", "prey"],
         choices=["sir", "forced", "pk", "prey"],
-        help="which cases to run (prey takes about a quarter of an hour)",
+        help="which cases to run",
     )
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     max_iter = 300 if arguments.quick else 1000
+    prey_max_iter = 150 if arguments.quick else 300
     for seed in arguments.seeds:
         print(f"--- noise seed {seed}")
         if "sir" in arguments.cases:
@@ -216,7 +232,7 @@ def main() -> None:
         if "pk" in arguments.cases:
             report_pharmacokinetics(pharmacokinetics_case(seed))
         if "prey" in arguments.cases:
-            report_prey(prey_case(seed, max_iter))
+            report_prey(prey_case(seed, prey_max_iter))
 
 
 def report_sir(sir: dict[str, Any]) -> None:

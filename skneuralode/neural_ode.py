@@ -71,6 +71,9 @@ class NeuralODERegressor(BaseODERegressor):
         variance), which saves its cost on clean, well-sampled data.
     polish : bool, default=False
         Run the full-trajectory L-BFGS polish (also learns the initial states exactly).
+        Turn it on for a hidden state (a ``y`` column that is NaN everywhere): short
+        shooting segments alone can leave the hidden coordinate drifting over the whole
+        series, and the forecast with it (README, "Real scientific data").
     polish_max_iter : int, default=50
         Most L-BFGS iterations of the polish stage.
     smoothing : "auto" or float, default="auto"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixture)
     counted_solver_work,
@@ -23,9 +24,12 @@ from skneuralode import (
     load,
     make_forecast_scorer,
 )
+from skneuralode._data import validate_trajectories
+from skneuralode._problem import build_problem
 from skneuralode.datasets import (
     SIR,
     make_forced_oscillator,
+    make_lotka_volterra,
     make_pharmacokinetics,
     make_sir,
     one_compartment_known,
@@ -144,6 +148,46 @@ def test_neural_ode_with_a_hidden_state_reports_it() -> None:
     with pytest.raises(ValueError, match=r"NaN is accepted only for hidden states, \[1\]"):
         estimator.predict(t, y0=[np.nan, 0.0])
     assert np.all(np.isfinite(estimator.predict(t, y0=[1.0, np.nan])))
+
+
+def test_a_hidden_state_is_first_guessed_as_the_velocity_of_an_observed_one() -> None:
+    t, y = oscillator(n_times=40)
+    positions = np.column_stack([y[:, 0], np.full(len(t), np.nan)])
+    problem = build_problem(
+        validate_trajectories(t, positions),
+        device=torch.device("cpu"),
+        dtype=torch.float64,
+        relative_noise=None,
+        hidden_guess="derivative",
+    )
+    guess = problem.smoothed_states[0, :, 1].numpy()
+    np.testing.assert_allclose(guess, problem.smoothed_derivatives[0, :, 0].numpy())
+    assert np.corrcoef(guess, y[:, 1])[0, 1] > 0.999  # the true velocity, up to scale
+    assert problem.smoothing_weight[0, :, 1].sum() > 0  # collocation fits its derivative
+
+
+def test_lotka_volterra_observing_only_the_prey_forecasts_past_the_data() -> None:
+    """The README's recipe for a neural ODE with a hidden state (issue 11's fourth case,
+    small): fit on [0, 10] from the prey alone, forecast to t = 15."""
+    t = np.linspace(0.0, 15.0, 61)
+    _, truth = make_lotka_volterra(times=t)
+    n_fit = 41
+    prey_only = np.column_stack([truth[:n_fit, 0], np.full(n_fit, np.nan)])
+    estimator = NeuralODERegressor(
+        hidden_layer_sizes=(8, 8),
+        max_iter=100,
+        shooting_learning_rate=1e-2,
+        polish=True,
+        polish_max_iter=10,
+        rtol=1e-4,
+        atol=1e-6,
+        random_state=0,
+        device="cpu",
+    )
+    predicted = quiet(estimator, t[:n_fit], prey_only).predict(t)[:, 0]
+    assert estimator.hidden_states_ == [1]
+    assert r2_score(truth[:n_fit, 0], predicted[:n_fit]) >= 0.95
+    assert r2_score(truth[n_fit:, 0], predicted[n_fit:]) >= 0.8
 
 
 def test_a_hidden_state_nothing_can_learn_is_refused() -> None:
