@@ -404,6 +404,12 @@ def record_fit_uncertainty(
     for name in RECORDED_ATTRIBUTES:
         if name in vars(estimator):
             delattr(estimator, name)
+    if model.spec.observation_scaling is not None:
+        estimator._uncertainty_note = (
+            "not computed for models with observe (sensitivities of the observed "
+            "quantities are not implemented yet)"
+        )
+        return None
     n_times = int(problem.lengths.sum())
     if (
         getattr(model.field, "network", True) is not None

@@ -263,6 +263,7 @@ class UniversalODERegressor(BaseODERegressor):
         segment_growth: Any = defaults.DEPRECATED,
         segment_batch_size: Any = defaults.DEPRECATED,
         continuity_weight: Any = defaults.DEPRECATED,
+        observe: Callable | None = None,
     ) -> None:
         self.known = known
         self.params = params
@@ -310,6 +311,7 @@ class UniversalODERegressor(BaseODERegressor):
         self.segment_growth = segment_growth
         self.segment_batch_size = segment_batch_size
         self.continuity_weight = continuity_weight
+        self.observe = observe
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseODERegressor._parameter_constraints,
@@ -323,6 +325,7 @@ class UniversalODERegressor(BaseODERegressor):
         "network_weight_decay": [Interval(Real, 0, None, closed="left")],
         "physics_first": ["boolean"],
         "feature_map": [callable, None],
+        "observe": [callable, None],
     }
 
     _recorded_attributes: ClassVar[frozenset[str]] = BaseODERegressor._recorded_attributes | {
@@ -395,7 +398,17 @@ class UniversalODERegressor(BaseODERegressor):
             feature_std=std,
             penalty_weight=penalty_weight,
             weight_decay=float(self.network_weight_decay),
+            observe=self.observe,
         )
+
+    def _observation(self) -> Callable | None:
+        return self.observe
+
+    def _observation_parameters(self) -> dict[str, float]:
+        return {
+            **check_parameter_mapping(self.params, "params"),
+            **check_parameter_mapping(self.fixed_params, "fixed_params"),
+        }
 
     _field_spec_type = HybridFieldSpec
 
@@ -407,6 +420,7 @@ class UniversalODERegressor(BaseODERegressor):
         params = check_parameter_mapping(self.params, "params")
         return (
             self.known is field.known
+            and self.observe is field.observe
             and params.keys() == field.params.keys()
             and check_parameter_mapping(self.fixed_params, "fixed_params") == field.fixed
             and check_state_indices(self.network_outputs, n_states, "network_outputs")
@@ -473,6 +487,49 @@ class UniversalODERegressor(BaseODERegressor):
         times = None if t is None else validate_state_times(t, states.shape[0])
         inputs = self._inputs_at_states(u, states.shape[0])
         return model.physical_rates(states, times, part, inputs).reshape(np.shape(y))
+
+    def predict_states(self, t: Any, y0: Any = None, u: Any = None) -> Any:
+        """Integrate the learned dynamics to the times ``t`` and return the states.
+
+        The same forecast as :meth:`predict`, but the states the physics is written in
+        rather than what ``y`` measured: they differ only for a model with ``observe``.
+
+        Parameters
+        ----------
+        t : array-like of shape (n_times,) or (n_traj, n_times), or list of 1-D arrays
+            Output times in any order.
+        y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
+            Initial states at the earliest time of each trajectory of ``t`` (``NaN``
+            where unknown: the mean fitted initial value); the fitted ``y0_`` by default.
+        u : optional
+            External inputs, as in :meth:`predict`.
+
+        Returns
+        -------
+        states : ndarray or list of ndarray
+            Shape (n_times, n_states), (n_traj, n_times, n_states) or a list, following
+            the layout of ``t``.
+
+        Examples
+        --------
+        A sensor that reads the sum of two compartments, ``x1' = -k x1``, ``x2' = k x1``:
+
+        >>> import numpy as np, torch
+        >>> from skneuralode import UniversalODERegressor
+        >>> def transfer(t, y, p):
+        ...     flow = p["k"] * y[..., 0]
+        ...     return torch.stack([-flow, flow], dim=-1)
+        >>> def weigh_both(y, p):
+        ...     return y.sum(dim=-1, keepdim=True)
+        >>> t = np.linspace(0, 4, 30)
+        >>> y = 3.0 * np.exp(-0.7 * t) + 2.0 * t / (1 + t)  # a mass leaving and a tracer
+        >>> est = UniversalODERegressor(
+        ...     known=transfer, params={"k": 0.3}, param_constraints="positive",
+        ...     hidden_layer_sizes=(), observe=weigh_both, random_state=0)
+        >>> est.fit(t, y, y0=[3.0, 0.0]).predict_states([0.0, 4.0]).shape
+        (2, 2)
+        """
+        return self._predict_states(t, y0, u)
 
     def known_term(self, y: Any, t: Any = None, u: Any = None) -> np.ndarray:
         """The fitted known part ``known(t, y, params_)`` at given states.
