@@ -141,7 +141,9 @@ def guess_initial_states(
     ndarray of shape (n_traj, n_states)
     """
     n_traj, n_observed = targets.shape
-    p = {name: torch.tensor(float(value), dtype=torch.float64) for name, value in parameters.items()}
+    p = {
+        name: torch.tensor(float(value), dtype=torch.float64) for name, value in parameters.items()
+    }
     fixed = torch.as_tensor(np.nan_to_num(known, nan=0.0), dtype=torch.float64)
     unknown = torch.as_tensor(np.isnan(known))
     target = torch.as_tensor(targets, dtype=torch.float64)
@@ -179,9 +181,7 @@ def state_scaling(initial_states: np.ndarray, time_scaling: Scaling) -> Scaling:
     magnitude = np.max(np.abs(initial_states), axis=0)
     fallback = float(magnitude.max(initial=0.0)) or 1.0
     scale = np.where(magnitude > 0, magnitude, fallback)
-    return Scaling(
-        np.zeros_like(scale), scale, time_scaling.time_origin, time_scaling.time_scale
-    )
+    return Scaling(np.zeros_like(scale), scale, time_scaling.time_origin, time_scaling.time_scale)
 
 
 def observation_problem(
