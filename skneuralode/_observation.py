@@ -25,6 +25,12 @@ import torch
 from ._problem import TrainingProblem
 from ._scaling import Scaling
 
+#: How the number of states is set, for errors about what ``observe`` receives.
+_STATES_HINT = (
+    " The model has as many states as y0 has columns (NaN entries are learned), or as "
+    "y has columns without y0."
+)
+
 #: L-BFGS iterations of the first guess of unknown initial states.
 _GUESS_ITERATIONS = 50
 
@@ -86,7 +92,7 @@ def observed_quantities(
         raise ValueError(
             f"observe(y, p) raised {type(error).__name__}: {error} when called with y of "
             f"shape {tuple(states.shape)} (the initial states) and p with keys "
-            f"{sorted(parameters)}."
+            f"{sorted(parameters)}.{_STATES_HINT}"
         ) from error
     if not isinstance(observed, torch.Tensor):
         raise TypeError(
@@ -98,7 +104,7 @@ def observed_quantities(
         raise ValueError(
             f"observe(y, p) must return what y measured, shape (..., {n_observed}) for the "
             f"{n_observed} column(s) of y; at the initial states of shape "
-            f"{tuple(states.shape)} it returned shape {tuple(observed.shape)}."
+            f"{tuple(states.shape)} it returned shape {tuple(observed.shape)}.{_STATES_HINT}"
         )
     if not bool(torch.isfinite(observed).all()):
         raise ValueError(
