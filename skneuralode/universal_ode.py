@@ -150,6 +150,23 @@ class UniversalODERegressor(BaseODERegressor):
         Former names of ``shooting_segment_length``, ``shooting_segment_growth``,
         ``shooting_batch_size`` and ``shooting_continuity_weight`` (every stage setting
         now starts with its stage's name). Still honoured, with a ``FutureWarning``.
+    observe : callable or None, default=None
+        ``observe(y, p) -> observed`` when ``y`` measures a function of the states
+        rather than the states (a concentration = amount / volume with the volume
+        learned; a sensor that reads the sum of two compartments): on torch tensors in
+        the caller's units, ``y`` the states of shape (..., n_states), ``p`` the mapping
+        ``known`` receives; returns (..., n_observed), one column per column of ``y``.
+        The states are what ``known`` is written in; their number is the width of
+        ``y0`` given to ``fit`` (NaN entries learned, a first guess fitted so that the
+        first observations are matched), or the number of columns of ``y`` without
+        ``y0``. Every stage's loss is taken on the observed quantities; collocation has
+        no derivative estimate of a state and is skipped, so the fit runs the polish
+        (and shooting, if on). ``predict`` and ``score`` are about the observed
+        quantities, :meth:`predict_states` gives the states; ``known_term``,
+        ``network_term`` and ``vector_field`` stay in states. Uncertainty estimates
+        (``return_std``, ``param_intervals``) are not computed for such models yet.
+        Define it at module level so the estimator pickles and saves. None: ``y``
+        holds the states.
 
     Attributes
     ----------
@@ -162,7 +179,8 @@ class UniversalODERegressor(BaseODERegressor):
     t0_ : float or ndarray of shape (n_traj,)
         Initial time of the training trajectory (trajectories).
     y0_ : ndarray of shape (n_states,) or (n_traj, n_states)
-        Learned initial state(s) at ``t0_``.
+        Learned initial state(s) at ``t0_`` (the states, also when ``observe`` maps
+        them to what ``y`` measured).
     n_iter_ : int
         Optimiser steps taken in all stages.
     loss_ : float
