@@ -156,10 +156,21 @@ def test_save_load_and_pickle_keep_observe(pk_fit, tmp_path: Path) -> None:
 
 def test_observe_is_a_parameter_for_clone_and_model_selection(pk_data) -> None:
     t, concentration, doses = pk_data
-    estimator = pk_estimator(polish_max_iter=5)
+    estimator = pk_estimator(polish_max_iter=2).set_params(params=dict(PHARMACOKINETICS))
     assert clone(estimator).get_params()["observe"] is central_concentration
-    search = GridSearchCV(estimator, {"params": [{"ka": 4.5, "ke": 0.027, "V": 96.0}]}, cv=KFold(2))
+    search = GridSearchCV(estimator, {"polish_max_iter": [1, 2]}, cv=KFold(2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        search.fit(t, concentration, y0=doses)
-    np.testing.assert_allclose(search.best_estimator_.y0_, doses, rtol=1e-12)
+        search.fit(t[:4], concentration[:4], y0=doses[:4])
+    np.testing.assert_allclose(search.best_estimator_.y0_, doses[:4], rtol=1e-12)
+
+
+def test_plot_fit_draws_the_observed_quantities(pk_fit, pk_data) -> None:
+    pytest.importorskip("matplotlib").use("Agg")
+    from skneuralode.plotting import plot_fit
+
+    t, concentration, doses = pk_data
+    axes = plot_fit(pk_fit, t[:2], concentration[:2], y0=doses[:2])
+    assert axes.size == 1
+    curve = axes[0].get_lines()[1].get_ydata()  # subject 0's forecast from its dose
+    assert np.nanmax(curve) == pytest.approx(np.nanmax(concentration[0]), rel=0.15)
