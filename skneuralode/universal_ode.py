@@ -530,22 +530,27 @@ class UniversalODERegressor(BaseODERegressor):
 
         Examples
         --------
-        A sensor that reads the sum of two compartments, ``x1' = -k x1``, ``x2' = k x1``:
+        A sensor that reads the sum of two compartments, ``x1' = -k x1`` and
+        ``x2' = k x1 - 0.25 x2``, with the transfer rate k learned:
 
         >>> import numpy as np, torch
         >>> from skneuralode import UniversalODERegressor
         >>> def transfer(t, y, p):
         ...     flow = p["k"] * y[..., 0]
-        ...     return torch.stack([-flow, flow], dim=-1)
+        ...     return torch.stack([-flow, flow - 0.25 * y[..., 1]], dim=-1)
         >>> def weigh_both(y, p):
         ...     return y.sum(dim=-1, keepdim=True)
-        >>> t = np.linspace(0, 4, 30)
-        >>> y = 3.0 * np.exp(-0.7 * t) + 2.0 * t / (1 + t)  # a mass leaving and a tracer
+        >>> t = np.linspace(0, 8, 30)
+        >>> y = 5 * (0.25 * np.exp(-0.9 * t) - 0.9 * np.exp(-0.25 * t)) / (0.25 - 0.9)
         >>> est = UniversalODERegressor(
         ...     known=transfer, params={"k": 0.3}, param_constraints="positive",
-        ...     hidden_layer_sizes=(), observe=weigh_both, random_state=0)
-        >>> est.fit(t, y, y0=[3.0, 0.0]).predict_states([0.0, 4.0]).shape
-        (2, 2)
+        ...     hidden_layer_sizes=(), observe=weigh_both, random_state=0,
+        ... ).fit(t, y, y0=[5.0, 0.0])
+        >>> round(est.params_["k"], 2)
+        0.9
+        >>> np.round(est.predict_states([0.0, 2.0]), 2)  # both compartments
+        array([[5.  , 0.  ],
+               [0.83, 3.05]])
         """
         return self._predict_states(t, y0, u)
 
