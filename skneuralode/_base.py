@@ -247,10 +247,13 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             previous.n_states,
             previous.spec.n_observed,
         ):
+            given = f"{batch.n_states}" + ("" if observe is None else f" columns of {n_states}")
+            fitted = f"{previous.n_states}"
+            if previous.spec.observation_scaling is not None:
+                fitted = f"{previous.spec.n_observed} columns of {fitted}"
             raise ValueError(
-                f"y has {batch.n_states} columns of {n_states} states but the model being "
-                f"continued (warm_start=True) was fitted on {previous.spec.n_observed} of "
-                f"{previous.n_states}."
+                f"y has {given} states but the model being continued (warm_start=True) was "
+                f"fitted on {fitted}."
             )
         n_inputs = 0 if inputs is None else inputs.n_inputs
         if previous is not None and n_inputs != previous.spec.n_inputs:
