@@ -164,7 +164,8 @@ class UniversalODERegressor(BaseODERegressor):
         (and shooting, if on). ``predict`` and ``score`` are about the observed
         quantities, :meth:`predict_states` gives the states; ``known_term``,
         ``network_term`` and ``vector_field`` stay in states. Uncertainty estimates
-        (``return_std``, ``param_intervals``) are not computed for such models yet.
+        (``return_std``, ``param_intervals``, ``noise_std_`` per column of ``y``) follow
+        the observed quantities through the observation map.
         Define it at module level so the estimator pickles and saves. None: ``y``
         holds the states.
 

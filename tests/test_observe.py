@@ -19,6 +19,7 @@ from skneuralode.datasets import (
     central_concentration,
     make_pharmacokinetics,
     one_compartment_amounts,
+    one_compartment_known,
 )
 
 TRANSFER = {"k": 0.9, "m": 0.25}
@@ -116,6 +117,7 @@ def test_sensor_reading_the_sum_of_two_compartments() -> None:
     fitted = sorted(estimator.params_.values())
     np.testing.assert_allclose(fitted, sorted(TRANSFER.values()), rtol=0.05)
     assert estimator.y0_[0] == pytest.approx(5.0, rel=0.02)
+    assert np.isfinite(estimator.y0_std_[0]) and estimator.y0_std_[1] == 0.0  # y0 given
     assert estimator.score(t, total) > 0.999
 
 
@@ -134,11 +136,29 @@ def test_bad_observe_is_refused_clearly(pk_data) -> None:
         pk_estimator().fit(t, missing, y0=doses)
 
 
-def test_uncertainty_says_it_is_not_computed(pk_fit) -> None:
-    with pytest.raises(ValueError, match="not computed for models with observe"):
-        pk_fit.predict(np.array([1.0]), y0=[300.0, 0.0], return_std=True)
-    with pytest.raises(ValueError, match="not computed for models with observe"):
-        pk_fit.param_intervals()
+def test_uncertainty_of_observed_quantities_matches_the_hidden_state_model(pk_fit, pk_data) -> None:
+    """The same model written with the concentration as a state (the gut hidden) has the
+    same likelihood, so the same intervals and prediction bands."""
+    t, concentration, doses = pk_data
+    with_states = [np.column_stack([np.full(len(row), np.nan), row[:, 0]]) for row in concentration]
+    reference = UniversalODERegressor(
+        known=one_compartment_known,
+        params=dict(pk_fit.params_),  # already at the optimum: a short polish
+        param_constraints="positive",
+        hidden_layer_sizes=(),
+        collocation=False,
+        random_state=0,
+        device="cpu",
+    ).fit(t, with_states, y0=doses)
+    for name, std in reference.params_std_.items():
+        assert pk_fit.params_std_[name] == pytest.approx(std, rel=0.02), name
+    assert pk_fit.noise_std_ == pytest.approx(reference.noise_std_[1:], rel=0.02)
+    times = np.array([0.0, 2.0, 12.0])
+    _, spread = pk_fit.predict(times, y0=doses[0], return_std=True)
+    _, expected = reference.predict(times, y0=doses[0], return_std=True)
+    np.testing.assert_allclose(spread[:, 0], expected[:, 1], rtol=0.02)
+    low, high = pk_fit.param_intervals()["V"]
+    assert low < PHARMACOKINETICS["V"] < high
 
 
 def test_save_load_and_pickle_keep_observe(pk_fit, tmp_path: Path) -> None:
