@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -35,6 +36,12 @@ from ._forcing import training_input_statistics
 from ._forecasting import ForecastingMixin
 from ._inputs import ValidatedInputs, validate_inputs
 from ._monitor import TrainingMonitor
+from ._observation import (
+    check_quantities_measured,
+    model_hidden_states,
+    n_model_states,
+    observation_problem,
+)
 from ._params import COMMON_CONSTRAINTS, check_callbacks, check_hidden_layer_sizes
 from ._problem import TrainingProblem, build_problem
 from ._solve import SolverSettings
@@ -90,6 +97,15 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
 
     def _check_model_arguments(self) -> None:
         """Validate subclass-specific arguments (called at the start of ``fit``)."""
+
+    def _observation(self) -> Callable[..., Any] | None:
+        """The map from states to what ``y`` measured; None when ``y`` holds the states."""
+        return None
+
+    def _observation_parameters(self) -> dict[str, float]:
+        """Starting values of the parameters ``observe`` reads (for a first guess of the
+        initial states)."""
+        return {}
 
     def _check_new_model(self, model: ODEModel, problem: TrainingProblem) -> None:
         """Check a freshly built model on the data (e.g. call user physics once)."""
@@ -215,17 +231,29 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
         batch = validate_trajectories(t, y)
-        known = None if y0 is None else validate_initial_states(y0, batch.n_traj, batch.n_states)
+        observe = self._observation()
+        n_states = batch.n_states if observe is None else n_model_states(y0, batch.n_states)
+        known = None if y0 is None else validate_initial_states(y0, batch.n_traj, n_states)
         if known is not None and np.isnan(known).all():
             known = None
-        self._check_hidden_states(batch.hidden_states, known, batch.n_states)
+        if observe is None:
+            self._check_hidden_states(batch.hidden_states, known, batch.n_states)
+        else:
+            check_quantities_measured(batch.hidden_states)
         inputs = None if u is None else validate_inputs(u, batch.grids)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         previous = self.module_ if self.warm_start and hasattr(self, "module_") else None
-        if previous is not None and batch.n_states != previous.n_states:
+        if previous is not None and (n_states, batch.n_states) != (
+            previous.n_states,
+            previous.spec.n_observed,
+        ):
+            given = f"{batch.n_states}" + ("" if observe is None else f" columns of {n_states}")
+            fitted = f"{previous.n_states}"
+            if previous.spec.observation_scaling is not None:
+                fitted = f"{previous.spec.n_observed} columns of {fitted}"
             raise ValueError(
-                f"y has {batch.n_states} states but the model being continued "
-                f"(warm_start=True) was fitted on {previous.n_states}."
+                f"y has {given} states but the model being continued (warm_start=True) was "
+                f"fitted on {fitted}."
             )
         n_inputs = 0 if inputs is None else inputs.n_inputs
         if previous is not None and n_inputs != previous.spec.n_inputs:
@@ -239,12 +267,21 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             device=device,
             dtype=dtype,
             relative_noise=relative_noise,
-            scaling=None if previous is None else previous.scaling,
-            known_initial_states=known,
+            scaling=None if previous is None else previous.spec.observed_scaling,
+            known_initial_states=None if observe is not None else known,
             inputs=inputs,
             input_interpolation=self.input_interpolation,
             hidden_guess=self._hidden_guess,
         )
+        if observe is not None:
+            problem = observation_problem(
+                problem,
+                observe,
+                self._observation_parameters(),
+                known,
+                n_states,
+                None if previous is None else previous.scaling,
+            )
         spec = self._model_spec(problem, batch, dtype, previous, known, inputs)
         spec.check()
         with seeded_global_rng(seed):
@@ -305,7 +342,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
                 squeeze_states=layout.squeeze_states,
                 one_trajectory=layout.kind == "single",
                 known_initial_states=known_initial_states,
-                hidden_states=batch.hidden_states,
+                hidden_states=model_hidden_states(batch.hidden_states, problem),
             )
         input_settings: dict[str, Any] = {}
         if inputs is not None:
@@ -328,7 +365,8 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             squeeze_states=layout.squeeze_states,
             one_trajectory=layout.kind == "single",
             known_initial_states=known_initial_states,
-            hidden_states=batch.hidden_states,
+            hidden_states=model_hidden_states(batch.hidden_states, problem),
+            observation_scaling=problem.observation_scaling,
             **input_settings,
         )
 

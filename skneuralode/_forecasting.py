@@ -51,10 +51,10 @@ class ForecastingMixin:
         return self.module_
 
     def _check_n_states(self, batch: TrajectoryBatch) -> None:
-        n_states = self.module_.n_states
-        if batch.n_states != n_states:
+        n_observed = self.module_.spec.n_observed
+        if batch.n_states != n_observed:
             raise ValueError(
-                f"y has {batch.n_states} states but the model was fitted on {n_states}."
+                f"y has {batch.n_states} states but the model was fitted on {n_observed}."
             )
 
     def _initial_conditions(
@@ -136,9 +136,14 @@ class ForecastingMixin:
         starts: np.ndarray,
         sorted_times: list[np.ndarray],
         signal: torch.nn.Module | None = None,
+        *,
+        observed: bool = True,
     ) -> list[np.ndarray]:
+        """What ``y`` measures (``observed``) or the states, at ``sorted_times``."""
         model = self._fitted_model()
-        outputs = integrate(model, scaled, starts, sorted_times, model.spec.solver, signal)
+        outputs = integrate(
+            model, scaled, starts, sorted_times, model.spec.solver, signal, observed=observed
+        )
         if not all(np.all(np.isfinite(output)) for output in outputs):
             warnings.warn(
                 "Some predictions are not finite: the learned dynamics blow up or the solver "
@@ -162,15 +167,16 @@ class ForecastingMixin:
         One trajectory shown to a one-trajectory model is forecast from the fitted
         initial state; otherwise each trajectory from its own first observed state (a
         state not seen at the first time takes its first observed value, a state never
-        seen the mean fitted initial value). Finite entries of ``y0`` (known initial
-        states, as in :meth:`fit`) take precedence. With ``return_std``, also the
+        seen the mean fitted initial value; when ``y`` observes a function of the states,
+        every state is unseen). Finite entries of ``y0`` (known initial states, as in
+        :meth:`fit`) take precedence. With ``return_std``, also the
         standard deviations (see :meth:`predict`).
         """
         model = self._fitted_model()
         self._check_n_states(batch)
         known = None
         if y0 is not None:
-            known = validate_initial_states(y0, batch.n_traj, batch.n_states)
+            known = validate_initial_states(y0, batch.n_traj, model.n_states)
         fitted = batch.n_traj == 1 and model.spec.n_trajectories == 1
         if fitted:
             scaled = model.initial_values().detach().cpu().numpy()
@@ -182,6 +188,8 @@ class ForecastingMixin:
                 scaled[:, :n_states] = np.where(np.isnan(given), scaled[:, :n_states], given)
         else:
             first = batch.first_observed_states()
+            if model.spec.observation_scaling is not None:
+                first = np.full((batch.n_traj, model.n_states), np.nan)
             if known is not None:
                 first = np.where(np.isnan(known), first, known)
             scaled = self._scaled_initial_states(first)
@@ -209,6 +217,8 @@ class ForecastingMixin:
         y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
             Initial states at the earliest time of each trajectory of ``t``. By default the
             fitted initial states ``y0_`` at the fitted initial times ``t0_`` are used.
+            ``NaN`` entries (hidden states, or any state of a model with ``observe``)
+            take the mean fitted initial value.
         u : array-like, list of arrays, ConstantInputs or callable, optional
             External inputs of the trajectories of ``t``, as in :meth:`fit`; required
             for a model fitted with inputs (unless they were a callable).
@@ -224,7 +234,9 @@ class ForecastingMixin:
         Returns
         -------
         y_pred : ndarray or list of ndarray
-            Predicted states, in the caller's order and layout (see the user guide).
+            Predicted states, in the caller's order and layout (see the user guide); for
+            a model that observes a function of its states (``observe``), what ``y``
+            measured (the states: ``predict_states``).
         y_std : ndarray or list of ndarray
             Only with ``return_std=True``: standard deviations, shaped like ``y_pred``.
         """
@@ -242,6 +254,18 @@ class ForecastingMixin:
             self, scaled, starts, grids.sorted_times, fitted_initial=y0 is None, signal=signal
         )
         return mean, grids.restore_order(std)
+
+    def _predict_states(self, t: Any, y0: Any, u: Any) -> Any:
+        """The states (not what ``y`` measured) at ``t``, as :meth:`predict` forecasts."""
+        limit_torch_threads_in_workers()
+        model = self._fitted_model()
+        grids = validate_times(t)
+        scaled, starts, grids = self._initial_conditions(grids, y0)
+        if model.n_states > 1:
+            grids = replace(grids, layout=replace(grids.layout, squeeze_states=False))
+        signal = self._input_signal(u, grids)
+        states = self._integrate(scaled, starts, grids.sorted_times, signal, observed=False)
+        return grids.restore_order(states)
 
     def score(
         self, t: Any, y: Any, sample_weight: Any = None, *, y0: Any = None, u: Any = None

@@ -46,6 +46,7 @@ from ._vector_fields import (
 )
 
 KnownPhysics = Callable[[torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+Observation = Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 class NetworkFeatures(nn.Module):
@@ -115,6 +116,13 @@ class HybridField(nn.Module):
         Weight of the minimal-norm penalty on the network's term (scaled units).
     weight_decay : float, default=0.0
         Weight of the L2 penalty on the network's weights (not its biases).
+    input_scaler : InputStandardiser or None, default=None
+        Standardises the external inputs the network sees (None: no inputs).
+    observe : callable or None, default=None
+        ``observe(y, p)`` on physical torch tensors, ``y`` of shape (..., n_states);
+        returns what the data measured, (..., n_observed). None: the states themselves.
+    observation_scaling : Scaling or None, default=None
+        Scaling of the observed quantities (given with ``observe``).
     """
 
     def __init__(
@@ -129,6 +137,8 @@ class HybridField(nn.Module):
         penalty_weight: float,
         weight_decay: float = 0.0,
         input_scaler: InputStandardiser | None = None,
+        observe: Observation | None = None,
+        observation_scaling: Scaling | None = None,
     ) -> None:
         super().__init__()
         self.known = known
@@ -143,6 +153,8 @@ class HybridField(nn.Module):
         self.weight_decay = float(weight_decay)
         self.network_enabled = True
         self.input_scaler = input_scaler
+        self.observe = observe
+        self.observation_scaling = observation_scaling
 
     @property
     def has_network(self) -> bool:
@@ -196,6 +208,15 @@ class HybridField(nn.Module):
         if self.network is not None and self.network_enabled:
             rates = rates + self.network_rates(t, z, u)
         return rates
+
+    def observation(self, z: Tensor) -> Tensor:
+        """Scaled observations (..., n_observed) of scaled states ``z`` (..., n_total):
+        ``observe`` at the physical states with the current physical parameters."""
+        if self.observe is None or self.observation_scaling is None:
+            return z[..., : self.n_states]
+        states = self.scaling.unscale_states(z[..., : self.n_states])
+        observed = self.observe(states, self.physical_parameters())
+        return self.observation_scaling.scale_states(observed)
 
     def penalty(self, t: Tensor, z: Tensor, u: Tensor | None = None) -> Tensor:
         """Minimal-norm penalty (weighted mean square of the network's term at ``z``) plus

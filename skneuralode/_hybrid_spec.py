@@ -13,6 +13,7 @@ from ._hybrid_field import (
     HybridField,
     KnownPhysics,
     NetworkFeatures,
+    Observation,
     check_state_indices,
     output_mask,
 )
@@ -55,6 +56,10 @@ class HybridFieldSpec(FieldSpec):
         Statistics of ``feature_map`` on the seen states of the training data.
     penalty_weight, weight_decay : float
         Minimal-norm penalty and L2 weight decay of the network (scaled units).
+    observe : callable or None
+        ``observe(y, p)``: what ``y`` measured, as a function of the physical states and
+        parameters; None when ``y`` holds the states (the spec's
+        ``observation_scaling`` then is None too).
     """
 
     known: KnownPhysics | None
@@ -70,6 +75,7 @@ class HybridFieldSpec(FieldSpec):
     feature_std: np.ndarray | None = None
     penalty_weight: float = 0.0
     weight_decay: float = 0.0
+    observe: Observation | None = None
 
     def has_network(self, spec: ModelSpec) -> bool:
         return bool(self.hidden_layer_sizes) and bool(self.network_outputs or spec.n_augmented)
@@ -110,11 +116,17 @@ class HybridFieldSpec(FieldSpec):
             self.penalty_weight,
             self.weight_decay,
             input_scaler(spec),
+            observe=self.observe,
+            observation_scaling=spec.observation_scaling,
         )
 
     def check(self, spec: ModelSpec) -> None:
         if self.known is not None and not callable(self.known):
             raise ValueError("known must be callable.")
+        if self.observe is not None and not callable(self.observe):
+            raise ValueError("observe must be callable.")
+        if (self.observe is None) != (spec.observation_scaling is None):
+            raise ValueError("observe and the observation scaling go together.")
         params = check_parameter_mapping(self.params, "params")
         fixed = check_parameter_mapping(self.fixed, "fixed_params")
         if set(params) & set(fixed):
@@ -165,4 +177,5 @@ class HybridFieldSpec(FieldSpec):
             self.hidden_layer_sizes,
             self.activation,
             self.feature_map,
+            self.observe,
         )

@@ -55,8 +55,10 @@ def integrate(
     sorted_times: list[np.ndarray],
     solver: SolverSettings,
     signal: nn.Module | None = None,
+    *,
+    observed: bool = False,
 ) -> list[np.ndarray]:
-    """Physical states of every trajectory at its sorted times.
+    """Physical states (or observed quantities) of every trajectory at its sorted times.
 
     Parameters
     ----------
@@ -71,10 +73,13 @@ def integrate(
     signal : nn.Module, optional
         External inputs of these trajectories, ``signal(times, trajectory)`` in scaled
         time (required when the model has inputs).
+    observed : bool, default=False
+        Return what the data measure (:meth:`ODEModel.physical_observations`) instead
+        of the states; the same unless the model observes a function of its states.
 
     Returns
     -------
-    list of ndarray of shape (n_times_i, n_states)
+    list of ndarray of shape (n_times_i, n_states) or (n_times_i, n_observed)
     """
     parameter = next(model.parameters())
     z0 = torch.as_tensor(initial_states, dtype=parameter.dtype, device=parameter.device)
@@ -92,6 +97,9 @@ def integrate(
         at_start = np.repeat(
             initial_states[row : row + 1], int(np.sum(times == initial_times[row])), 0
         )
-        scaled = np.concatenate([before[row][::-1], at_start, after[row]])[:, : model.n_states]
-        outputs.append(model.scaling.unscale_states(scaled))
+        scaled = np.concatenate([before[row][::-1], at_start, after[row]])
+        if observed:
+            outputs.append(model.physical_observations(scaled))
+        else:
+            outputs.append(model.scaling.unscale_states(scaled[:, : model.n_states]))
     return outputs

@@ -28,9 +28,10 @@ class TrainingProblem:
     ----------
     times : Tensor of shape (n_traj, n_max)
         Scaled, sorted times; padding repeats the last time.
-    observations : Tensor of shape (n_traj, n_max, n_states)
-        Scaled observations with zeros where not observed.
-    observed : Tensor of shape (n_traj, n_max, n_states)
+    observations : Tensor of shape (n_traj, n_max, n_observed)
+        Scaled observations with zeros where not observed (``n_observed`` is
+        ``n_states`` unless the model observes a function of its states).
+    observed : Tensor of shape (n_traj, n_max, n_observed)
         1.0 where a value was observed, 0.0 elsewhere (missing values and padding).
     smoothed_states, smoothed_derivatives : Tensor of shape (n_traj, n_max, n_states)
         Smoothing-spline estimates of the states and of ``dz/ds``.
@@ -46,6 +47,9 @@ class TrainingProblem:
     inputs : nn.Module or None
         The training inputs as a signal ``inputs(times, trajectory) -> (..., n_inputs)``
         in scaled time, on the device; None without inputs.
+    observation_scaling : Scaling or None
+        Scaling of the observed quantities when they are a function of the states
+        (``observe``, see ``_observation``); None when they are the states.
     """
 
     times: torch.Tensor
@@ -59,6 +63,7 @@ class TrainingProblem:
     noise_variance: float
     scaling: Scaling
     inputs: nn.Module | None = None
+    observation_scaling: Scaling | None = None
 
     @property
     def n_traj(self) -> int:
@@ -66,6 +71,11 @@ class TrainingProblem:
 
     @property
     def n_states(self) -> int:
+        """States of the model (the observed ones unless it observes a function of them)."""
+        return self.smoothed_states.shape[2]
+
+    @property
+    def n_observed(self) -> int:
         return self.observations.shape[2]
 
     def inputs_at(self, times: torch.Tensor, trajectories: torch.Tensor) -> torch.Tensor | None:

@@ -55,7 +55,7 @@ class _ProfileProblem:
 
     model: ODEModel
     batch: TrajectoryBatch
-    noise_std: np.ndarray  # (n_states,) scaled
+    noise_std: np.ndarray  # (n_observed,) scaled
     signal: torch.nn.Module | None = None  # the training inputs of a forced model
 
     def __post_init__(self) -> None:
@@ -67,7 +67,7 @@ class _ProfileProblem:
         self.observed = [
             self.batch.observed[row, :length] for row, length in enumerate(self.batch.lengths)
         ]
-        scaling = self.model.scaling
+        scaling = self.model.spec.observed_scaling  # what y holds
         self.targets = [
             scaling.scale_states(self.batch.states[row, :length])[mask]
             for row, (length, mask) in enumerate(
@@ -114,12 +114,13 @@ class _ProfileProblem:
                 self.sorted_times,
                 self.model.spec.solver,
                 self.signal,
+                observed=True,
             )
         parts = []
         for fitted, mask, target, weight in zip(
             states, self.observed, self.targets, self.weights, strict=True
         ):
-            scaled = self.model.scaling.scale_states(fitted)[mask]
+            scaled = self.model.spec.observed_scaling.scale_states(fitted)[mask]
             parts.append((scaled - target) * weight)
         residual = np.concatenate(parts)
         return np.where(np.isfinite(residual), residual, _FAILED_RESIDUAL)
@@ -248,13 +249,14 @@ def profile_intervals(
     """
     model = copy.deepcopy(estimator._fitted_model())
     batch = validate_trajectories(t, y)
-    if batch.n_states != model.n_states or batch.n_traj != model.spec.n_trajectories:
+    n_observed = model.spec.n_observed
+    if batch.n_states != n_observed or batch.n_traj != model.spec.n_trajectories:
         raise ValueError(
             f"t and y must be the training data: the model was fitted on "
-            f"{model.spec.n_trajectories} trajectories of {model.n_states} states, got "
+            f"{model.spec.n_trajectories} trajectories of {n_observed} states, got "
             f"{batch.n_traj} of {batch.n_states}."
         )
-    noise = estimator.noise_std_ / model.scaling.state_scale
+    noise = estimator.noise_std_ / model.spec.observed_scaling.state_scale
     signal = estimator._input_signal(u, batch.grids)
     problem = _ProfileProblem(model, batch, np.where(noise > 0, noise, 1.0), signal)
     minimum, optimum = _refit(problem, problem.start(), None)

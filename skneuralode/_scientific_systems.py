@@ -70,6 +70,21 @@ def one_compartment_known(
     return torch.stack([-absorbed, absorbed / p["V"] - p["ke"] * concentration], dim=-1)
 
 
+def one_compartment_amounts(
+    t: torch.Tensor, y: torch.Tensor, p: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """The same kinetics in amounts: ``gut' = -ka gut``, ``central' = ka gut - ke central``
+    (the volume enters only what is measured, :func:`central_concentration`)."""
+    gut, central = y[..., 0], y[..., 1]
+    absorbed = p["ka"] * gut
+    return torch.stack([-absorbed, absorbed - p["ke"] * central], dim=-1)
+
+
+def central_concentration(y: torch.Tensor, p: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """What a plasma sample measures: the central amount over the volume, (..., 1)."""
+    return y[..., 1:2] / p["V"]
+
+
 def make_pharmacokinetics(
     n_subjects: int = 12,
     noise: float = 0.05,

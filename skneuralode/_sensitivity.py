@@ -238,9 +238,11 @@ class Sensitivities:
     Attributes
     ----------
     states : list of ndarray of shape (n_times_i, n_states)
-        Scaled observed states at the requested times.
+        Scaled observed states at the requested times (scaled observed quantities,
+        ``n_observed`` of them, for a model that observes a function of its states).
     jacobians : list of ndarray of shape (n_times_i, n_states, n_directions)
-        ``dz/d(theta, z0)``: ``theta`` first, then the trajectory's own initial state.
+        ``dz/d(theta, z0)``: ``theta`` first, then the trajectory's own initial state
+        (of the observed quantities, for a model with ``observe``).
     """
 
     states: list[np.ndarray]
@@ -302,4 +304,61 @@ def trajectory_sensitivities(
         output[:, n_total:].reshape(-1, n_total, field.n_directions)[:, :n_states]
         for output in outputs
     ]
+    sensitivities = Sensitivities(states, jacobians)
+    if model.spec.observation_scaling is not None:
+        return observed_sensitivities(model, layout, sensitivities)
+    return sensitivities
+
+
+class _ObservationMap(nn.Module):
+    """The field's observation map as a module (so ``functional_call`` can perturb the
+    physical parameters it reads)."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.field.observation(z)
+
+
+def observed_sensitivities(
+    model: ODEModel, layout: ParameterLayout, sensitivities: Sensitivities
+) -> Sensitivities:
+    """The sensitivities of what the data measure, ``y = observe(x, p)`` (scaled), from
+    those of the states: the chain rule through the observation map, plus its own
+    dependence on the physical parameters (central differences, as for the field).
+
+    Returns
+    -------
+    Sensitivities
+        ``states`` of shape (n_times_i, n_observed), ``jacobians`` of shape
+        (n_times_i, n_observed, n_directions).
+    """
+    observation = _ObservationMap(model.field)
+    like = next(model.field.parameters())
+    raw = model.field.physical_parameters.raw.detach() if layout.n_physical else None
+    step = float(torch.finfo(like.dtype).eps) ** (1.0 / 3.0)
+    n_states = model.n_states
+    states, jacobians = [], []
+    with torch.no_grad():
+        for scaled, jacobian in zip(sensitivities.states, sensitivities.jacobians, strict=True):
+            z = torch.as_tensor(scaled, dtype=like.dtype, device=like.device)  # (n, n_states)
+            size = float(z.abs().max().clamp_min(1.0)) if z.numel() else 1.0
+            eye = torch.eye(n_states, dtype=z.dtype, device=z.device) * (step * size)
+            ahead = observation(z[:, None, :] + eye)  # (n, n_states, n_observed)
+            behind = observation(z[:, None, :] - eye)
+            by_state = ((ahead - behind) / (2.0 * step * size)).transpose(1, 2)
+            combined = by_state.cpu().numpy() @ jacobian  # (n, n_observed, n_directions)
+            for index in range(layout.n_physical):
+                assert raw is not None  # for the type checker: n_physical > 0
+                shift = torch.zeros_like(raw)
+                shift[index] = step * max(1.0, abs(float(raw[index])))
+                name = f"field.{PHYSICAL}"
+                forward = functional_call(observation, {name: raw + shift}, (z,))
+                backward = functional_call(observation, {name: raw - shift}, (z,))
+                rate = (forward - backward) / (2.0 * float(shift[index]))
+                combined[:, :, index] += rate.cpu().numpy()
+            states.append(observation(z).cpu().numpy().astype(np.float64))
+            jacobians.append(combined)
     return Sensitivities(states, jacobians)

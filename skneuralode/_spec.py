@@ -154,7 +154,8 @@ class ModelSpec:
     field : FieldSpec
         The vector field (network architecture, known physics, feature statistics...).
     n_states : int
-        States the caller observes and predicts.
+        States of the model: those the caller observes and predicts, unless the field
+        observes a function of them (``observation_scaling``).
     n_augmented : int
         Extra states that are never observed (augmented dimensions).
     initial_times : ndarray of shape (n_trajectories,)
@@ -183,6 +184,10 @@ class ModelSpec:
     input_function : callable or None
         The caller's ``u(t)`` when the model was fitted with one (used when ``predict``
         is given no inputs).
+    observation_scaling : Scaling or None
+        Scaling of the observed quantities when ``y`` holds a function of the states
+        (the field's ``observe``); None when ``y`` holds the states themselves. Its time
+        origin and unit are those of ``scaling``.
     """
 
     field: FieldSpec
@@ -201,6 +206,19 @@ class ModelSpec:
     input_mean: np.ndarray | None = None
     input_std: np.ndarray | None = None
     input_function: Callable[..., Any] | None = None
+    observation_scaling: Scaling | None = None
+
+    @property
+    def n_observed(self) -> int:
+        """Columns of ``y``: the observed quantities (the states without ``observe``)."""
+        if self.observation_scaling is None:
+            return self.n_states
+        return self.observation_scaling.n_states
+
+    @property
+    def observed_scaling(self) -> Scaling:
+        """The scaling of what ``y`` holds: the observation scaling, else the states'."""
+        return self.scaling if self.observation_scaling is None else self.observation_scaling
 
     @property
     def n_trajectories(self) -> int:
@@ -226,6 +244,25 @@ class ModelSpec:
             return
         check_finite_vector(self.input_mean, "the input mean", n_inputs)
         check_finite_vector(self.input_std, "the input std", n_inputs, positive=True)
+
+    def _check_observation(self) -> None:
+        observation = self.observation_scaling
+        if observation is None:
+            return
+        if not isinstance(observation, Scaling):
+            raise ValueError("the observation scaling must be a Scaling.")
+        if getattr(self.field, "observe", None) is None:
+            raise ValueError("an observation scaling without an observe function.")
+        n_observed = check_count(observation.n_states, "the number of observed", 1, MAX_STATES)
+        check_finite_vector(observation.state_offset, "the observation offset", n_observed)
+        check_finite_vector(
+            observation.state_scale, "the observation scale", n_observed, positive=True
+        )
+        if (observation.time_origin, observation.time_scale) != (
+            self.scaling.time_origin,
+            self.scaling.time_scale,
+        ):
+            raise ValueError("the observation scaling must share the states' time scaling.")
 
     def n_parameters(self) -> int:
         """Scalars in the model's ``state_dict``: field plus initial states."""
@@ -268,6 +305,7 @@ class ModelSpec:
         ):
             raise ValueError("hidden_states must be a tuple of state indices.")
         self._check_inputs()
+        self._check_observation()
         if not isinstance(self.field, FieldSpec):
             raise ValueError("the field description is missing.")
         self.field.check(self)

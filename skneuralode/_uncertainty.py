@@ -209,10 +209,12 @@ class _Information:
     def from_residuals(
         cls, data: _Residuals, n_states: int, n_theta: int, free: np.ndarray
     ) -> _Information:
-        n_traj = len(data.jacobians)
+        """``n_states``: the observed quantities (one noise level each); the local
+        directions are the ``free.shape[1]`` initial states."""
+        n_traj, n_local = free.shape
         theta = np.zeros((n_states, n_theta, n_theta))
-        cross = np.zeros((n_states, n_traj, n_theta, n_states))
-        local = np.zeros((n_states, n_traj, n_states, n_states))
+        cross = np.zeros((n_states, n_traj, n_theta, n_local))
+        local = np.zeros((n_states, n_traj, n_local, n_local))
         for row, (jacobian, state_of) in enumerate(zip(data.jacobians, data.states, strict=True)):
             for state in range(n_states):
                 rows = jacobian[state_of == state]
@@ -350,7 +352,8 @@ def estimate_fit_uncertainty(
     free = np.ones((problem.n_traj, model.n_states), dtype=bool)
     if model.has_known_initial_states:
         free = ~model.known_initial_mask.cpu().numpy()[:, : model.n_states]
-    information = _Information.from_residuals(data, model.n_states, layout.size, free)
+    n_observed = model.spec.n_observed
+    information = _Information.from_residuals(data, n_observed, layout.size, free)
     weights = _output_parameters(model) if layout.output_layer else []
     weight_norm = sum(float(torch.sum(weight.detach() ** 2)) for weight in weights)
     prior_block = slice(layout.n_physical, layout.size)
@@ -371,7 +374,7 @@ def estimate_fit_uncertainty(
         posterior.local,
         information.free,
     )
-    counts = data.sum_of_squares(model.n_states)[1]
+    counts = data.sum_of_squares(n_observed)[1]
     return FitUncertainty(
         noise_std=np.sqrt(noise_variance) * (counts > 0),
         theta_covariance=covariance,
@@ -434,7 +437,7 @@ def record_fit_uncertainty(
         np.sqrt(np.maximum(np.diagonal(estimate.initial_state_covariance, axis1=1, axis2=2), 0.0))
         * scale
     )
-    estimator.noise_std_ = estimate.noise_std * scale
+    estimator.noise_std_ = estimate.noise_std * model.spec.observed_scaling.state_scale
     estimator.y0_std_ = initial_std[0] if model.spec.one_trajectory else initial_std
     with one_blas_thread():
         deviations, directions = np.linalg.eigh(
@@ -520,10 +523,10 @@ def prediction_std(
         local=fitted_initial,
         signal=signal,
     )
-    scale = model.scaling.state_scale
+    scale = model.spec.observed_scaling.state_scale  # what predict returns
     noise = (estimator.noise_std_ / scale) ** 2
     if sensitivities is None:
-        return [np.full((times.size, model.n_states), np.nan) for times in sorted_times]
+        return [np.full((times.size, scale.size), np.nan) for times in sorted_times]
     spreads = []
     for row, jacobian in enumerate(sensitivities.jacobians):
         joint = covariance

@@ -284,6 +284,26 @@ class ODEModel(nn.Module):
         self.hold_known_initial_states(spec)
         self.to(dtype=spec.torch_dtype)
 
+    def observation(self, z: torch.Tensor) -> torch.Tensor:
+        """What the data measured, scaled (..., n_observed), at scaled states ``z``
+        (..., n_total_states): the states themselves unless the field observes a function
+        of them (``observe``); every loss compares this with the observations."""
+        if self.spec.observation_scaling is None:
+            return z[..., : self.spec.n_states]
+        return self.field.observation(z)
+
+    def physical_observations(self, scaled_states: np.ndarray) -> np.ndarray:
+        """Observed quantities in the caller's units (n, n_observed) at scaled states
+        (n, n_total_states)."""
+        spec = self.spec
+        if spec.observation_scaling is None:
+            return spec.scaling.unscale_states(scaled_states[:, : spec.n_states])
+        like = self.initial_states
+        z = torch.as_tensor(scaled_states, dtype=like.dtype, device=like.device)
+        with torch.no_grad():
+            scaled = self.observation(z).detach().cpu().numpy().astype(np.float64)
+        return spec.observation_scaling.unscale_states(scaled)
+
     def hold_known_initial_states(self, spec: ModelSpec) -> None:
         """Take ``spec`` as the model's and fix the initial values it says are known.
 

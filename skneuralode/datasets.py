@@ -23,9 +23,11 @@ from scipy.integrate import solve_ivp
 from ._scientific_systems import (  # noqa: F401 (re-exported)
     PHARMACOKINETICS,
     SIR,
+    central_concentration,
     make_forced_oscillator,
     make_pharmacokinetics,
     make_sir,
+    one_compartment_amounts,
     one_compartment_known,
     sir_known,
     sum_of_sines,

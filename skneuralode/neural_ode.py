@@ -14,10 +14,11 @@ from ._vector_fields import NeuralFieldSpec, feature_statistics
 
 
 def observed_reference_states(problem: TrainingProblem) -> np.ndarray:
-    """Smoothed scaled states at the observed time points, shape (n_points, n_states)."""
+    """Smoothed scaled states at the observed time points, shape (n_points, n_states);
+    every first guess when no state is observed (the data observe a function of them)."""
     weight = problem.smoothing_weight.detach().cpu().numpy().reshape(-1, problem.n_states)
     states = problem.smoothed_states.detach().cpu().numpy().reshape(-1, problem.n_states)
-    return states[weight.any(axis=1)]
+    return states[weight.any(axis=1)] if weight.any() else states
 
 
 class NeuralODERegressor(BaseODERegressor):

@@ -68,12 +68,18 @@ def _state_labels(n_states: int, state_names: Sequence[str] | None) -> list[str]
 
 
 def _forecasts(
-    estimator: BaseODERegressor, t: Any, y: Any, n_points: int, return_std: bool = False
+    estimator: BaseODERegressor,
+    t: Any,
+    y: Any,
+    n_points: int,
+    return_std: bool = False,
+    y0: Any = None,
 ) -> tuple[list[np.ndarray], ...]:
     """Observed times and states per trajectory, and the model's forecast of each on a
     fine grid over its span: from the fitted initial state when one trajectory is shown
     for a one-trajectory model (like ``score``), else from each one's first observed state
-    (with ``return_std``, also the forecasts' standard deviations).
+    (with ``return_std``, also the forecasts' standard deviations); finite entries of
+    ``y0`` (known initial states) take precedence, as in ``score``.
     """
     check_is_fitted(estimator, "module_")
     batch = validate_trajectories(t, y)
@@ -81,8 +87,8 @@ def _forecasts(
     states = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
     grids = [np.linspace(row[0], row[-1], n_points) for row in times]
     if return_std:
-        return times, states, grids, *estimator._forecast(batch, grids, return_std=True)
-    return times, states, grids, estimator._forecast(batch, grids)
+        return times, states, grids, *estimator._forecast(batch, grids, y0, return_std=True)
+    return times, states, grids, estimator._forecast(batch, grids, y0)
 
 
 def _has_band(estimator: BaseODERegressor) -> bool:
@@ -100,6 +106,7 @@ def plot_fit(
     n_points: int = 200,
     band: bool | None = None,
     confidence: float = 0.95,
+    y0: Any = None,
 ) -> np.ndarray:
     """Data (markers) and the fitted model (lines), one panel per state.
 
@@ -124,21 +131,23 @@ def plot_fit(
         Shade the prediction band; None shades it when the estimator has one.
     confidence : float, default=0.95
         Coverage of the band (normal quantile of ``return_std``'s standard deviation).
+    y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
+        Known initial states to forecast from (``NaN`` where unknown), as in ``score``.
 
     Returns
     -------
     axes : ndarray of matplotlib Axes
-        One per state.
+        One per column of ``y`` (the observed quantities of a model with ``observe``).
     """
     plt = _pyplot()
     draw_band = _has_band(estimator) if band is None else bool(band)
     if draw_band:
-        times, states, grids, fitted, spreads = _forecasts(estimator, t, y, n_points, True)
+        times, states, grids, fitted, spreads = _forecasts(estimator, t, y, n_points, True, y0)
         quantile = _normal_quantile(confidence)
     else:
-        times, states, grids, fitted = _forecasts(estimator, t, y, n_points)
+        times, states, grids, fitted = _forecasts(estimator, t, y, n_points, y0=y0)
         spreads = [None] * len(fitted)
-    n_states = estimator.n_features_in_
+    n_states = estimator.module_.spec.n_observed  # what y holds
     labels = _state_labels(n_states, state_names)
     if axes is None:
         _, axes = plt.subplots(

@@ -163,6 +163,24 @@ class UniversalODERegressor(BaseODERegressor):
         Former names of ``shooting_segment_length``, ``shooting_segment_growth``,
         ``shooting_batch_size`` and ``shooting_continuity_weight`` (every stage setting
         now starts with its stage's name). Still honoured, with a ``FutureWarning``.
+    observe : callable or None, default=None
+        ``observe(y, p) -> observed`` when ``y`` measures a function of the states
+        rather than the states (a concentration = amount / volume with the volume
+        learned; a sensor that reads the sum of two compartments): on torch tensors in
+        the caller's units, ``y`` the states of shape (..., n_states), ``p`` the mapping
+        ``known`` receives; returns (..., n_observed), one column per column of ``y``.
+        The states are what ``known`` is written in; their number is the width of
+        ``y0`` given to ``fit`` (NaN entries learned, a first guess fitted so that the
+        first observations are matched), or the number of columns of ``y`` without
+        ``y0``. Every stage's loss is taken on the observed quantities; collocation has
+        no derivative estimate of a state and is skipped, so the fit runs the polish
+        (and shooting, if on). ``predict`` and ``score`` are about the observed
+        quantities, :meth:`predict_states` gives the states; ``known_term``,
+        ``network_term`` and ``vector_field`` stay in states. Uncertainty estimates
+        (``return_std``, ``param_intervals``, ``noise_std_`` per column of ``y``) follow
+        the observed quantities through the observation map.
+        Define it at module level so the estimator pickles and saves. None: ``y``
+        holds the states.
 
     Attributes
     ----------
@@ -175,7 +193,8 @@ class UniversalODERegressor(BaseODERegressor):
     t0_ : float or ndarray of shape (n_traj,)
         Initial time of the training trajectory (trajectories).
     y0_ : ndarray of shape (n_states,) or (n_traj, n_states)
-        Learned initial state(s) at ``t0_``.
+        Learned initial state(s) at ``t0_`` (the states, also when ``observe`` maps
+        them to what ``y`` measured).
     n_iter_ : int
         Optimiser steps taken in all stages.
     loss_ : float
@@ -277,6 +296,7 @@ class UniversalODERegressor(BaseODERegressor):
         segment_growth: Any = defaults.DEPRECATED,
         segment_batch_size: Any = defaults.DEPRECATED,
         continuity_weight: Any = defaults.DEPRECATED,
+        observe: Callable | None = None,
     ) -> None:
         self.known = known
         self.params = params
@@ -325,6 +345,7 @@ class UniversalODERegressor(BaseODERegressor):
         self.segment_growth = segment_growth
         self.segment_batch_size = segment_batch_size
         self.continuity_weight = continuity_weight
+        self.observe = observe
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseODERegressor._parameter_constraints,
@@ -342,6 +363,7 @@ class UniversalODERegressor(BaseODERegressor):
         "polish_method": [StrOptions({"gauss-newton", "lbfgs"})],
         "physics_first": ["boolean"],
         "feature_map": [callable, None],
+        "observe": [callable, None],
     }
 
     _recorded_attributes: ClassVar[frozenset[str]] = BaseODERegressor._recorded_attributes | {
@@ -423,7 +445,17 @@ class UniversalODERegressor(BaseODERegressor):
             weight_decay=0.0
             if self.network_weight_decay == "auto"
             else float(self.network_weight_decay),
+            observe=self.observe,
         )
+
+    def _observation(self) -> Callable | None:
+        return self.observe
+
+    def _observation_parameters(self) -> dict[str, float]:
+        return {
+            **check_parameter_mapping(self.params, "params"),
+            **check_parameter_mapping(self.fixed_params, "fixed_params"),
+        }
 
     _field_spec_type = HybridFieldSpec
 
@@ -435,6 +467,7 @@ class UniversalODERegressor(BaseODERegressor):
         params = check_parameter_mapping(self.params, "params")
         return (
             self.known is field.known
+            and self.observe is field.observe
             and params.keys() == field.params.keys()
             and check_parameter_mapping(self.fixed_params, "fixed_params") == field.fixed
             and check_state_indices(self.network_outputs, n_states, "network_outputs")
@@ -501,6 +534,54 @@ class UniversalODERegressor(BaseODERegressor):
         times = None if t is None else validate_state_times(t, states.shape[0])
         inputs = self._inputs_at_states(u, states.shape[0])
         return model.physical_rates(states, times, part, inputs).reshape(np.shape(y))
+
+    def predict_states(self, t: Any, y0: Any = None, u: Any = None) -> Any:
+        """Integrate the learned dynamics to the times ``t`` and return the states.
+
+        The same forecast as :meth:`predict`, but the states the physics is written in
+        rather than what ``y`` measured: they differ only for a model with ``observe``.
+
+        Parameters
+        ----------
+        t : array-like of shape (n_times,) or (n_traj, n_times), or list of 1-D arrays
+            Output times in any order.
+        y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
+            Initial states at the earliest time of each trajectory of ``t`` (``NaN``
+            where unknown: the mean fitted initial value); the fitted ``y0_`` by default.
+        u : optional
+            External inputs, as in :meth:`predict`.
+
+        Returns
+        -------
+        states : ndarray or list of ndarray
+            Shape (n_times, n_states), (n_traj, n_times, n_states) or a list, following
+            the layout of ``t``.
+
+        Examples
+        --------
+        A sensor that reads the sum of two compartments, ``x1' = -k x1`` and
+        ``x2' = k x1 - 0.25 x2``, with the transfer rate k learned:
+
+        >>> import numpy as np, torch
+        >>> from skneuralode import UniversalODERegressor
+        >>> def transfer(t, y, p):
+        ...     flow = p["k"] * y[..., 0]
+        ...     return torch.stack([-flow, flow - 0.25 * y[..., 1]], dim=-1)
+        >>> def weigh_both(y, p):
+        ...     return y.sum(dim=-1, keepdim=True)
+        >>> t = np.linspace(0, 8, 30)
+        >>> y = 5 * (0.25 * np.exp(-0.9 * t) - 0.9 * np.exp(-0.25 * t)) / (0.25 - 0.9)
+        >>> est = UniversalODERegressor(
+        ...     known=transfer, params={"k": 0.3}, param_constraints="positive",
+        ...     hidden_layer_sizes=(), observe=weigh_both, random_state=0,
+        ... ).fit(t, y, y0=[5.0, 0.0])
+        >>> round(est.params_["k"], 2)
+        0.9
+        >>> np.round(est.predict_states([0.0, 2.0]), 2)  # both compartments
+        array([[5.  , 0.  ],
+               [0.83, 3.05]])
+        """
+        return self._predict_states(t, y0, u)
 
     def known_term(self, y: Any, t: Any = None, u: Any = None) -> np.ndarray:
         """The fitted known part ``known(t, y, params_)`` at given states.

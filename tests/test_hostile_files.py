@@ -229,6 +229,35 @@ CASES: dict[str, tuple[Callable[[Members], Any], Any]] = {
         _field(_set("known", {"__import__": "trusted_lab:Tools"})),
         LAB,
     ),
+    "observe-from-untrusted-module": (
+        lambda members: _field(_set("observe", {"__import__": "evil_module:run"}))(
+            _config(_set("params.observe", {"__import__": "evil_module:run"}))(members)
+        ),
+        LAB,
+    ),
+    "field-observe-differs-from-params": (
+        _field(_set("observe", {"__import__": "trusted_lab:spring"})),
+        LAB,
+    ),
+    "observation-scaling-without-observe": (
+        _spec(
+            _set(
+                "observation_scaling",
+                {
+                    "__record__": {
+                        "type": "Scaling",
+                        "fields": {
+                            "state_offset": _array([1], [0.0]),
+                            "state_scale": _array([1], [1.0]),
+                            "time_origin": 0.0,
+                            "time_scale": 1.0,
+                        },
+                    }
+                },
+            )
+        ),
+        LAB,
+    ),
     # attribute names
     "attribute-repr-mimebundle": (_config(_set("fitted.attributes._repr_mimebundle_", 1)), LAB),
     "attribute-repr-html": (_config(_set("fitted.attributes._repr_html_", "x")), LAB),

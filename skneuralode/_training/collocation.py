@@ -137,6 +137,14 @@ class CollocationStage(TrainingStage):
     name: str = "collocation"
     divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate"
 
+    def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
+        if not bool(problem.smoothing_weight.any()):
+            return (
+                "no state has a derivative estimate to regress on (every state is hidden, "
+                "or the data observe a function of the states)"
+            )
+        return None
+
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         objective = _CollocationObjective(
             problem, model, self.batch_size, self.huber_delta, context.generator

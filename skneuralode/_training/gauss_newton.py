@@ -130,7 +130,7 @@ class _Residuals:
             return None
         if self.first_steps is None:
             self.first_steps = result.n_steps
-        predicted = result.states[..., : problem.n_states]
+        predicted = model.observation(result.states)
         data = (self.data_weight * (predicted - problem.observations)).reshape(-1)
         penalty, _ = model.field.penalty_terms(
             problem.times, self.penalty_states, self.penalty_inputs

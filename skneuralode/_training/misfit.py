@@ -58,6 +58,6 @@ def trajectory_misfit(
     if not result.ok:
         infinite = torch.full((), float("inf"), dtype=problem.times.dtype)
         return infinite.to(problem.times.device), result.failure
-    predicted = result.states[..., : problem.n_states]
+    predicted = model.observation(result.states)
     misfit = masked_mean_squared_error(predicted, observations, observed)
     return misfit, None

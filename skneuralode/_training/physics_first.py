@@ -33,6 +33,9 @@ class PhysicsFirstStage(TrainingStage):
     name: str = "physics"
     divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate or physics_first=False"
 
+    def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
+        return self.collocation.skip_reason(problem, trajectory_loss)
+
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         field = model.field
         field.network_enabled = False

@@ -155,7 +155,7 @@ class _ShootingObjective:
         dtype = problem.times.dtype
         rows, columns = segments.trajectory[:, None], segments.time_index
         self.times = problem.times[rows, columns]  # (n_segments, segment_length)
-        self.observations = problem.observations[rows, columns]  # (n_seg, seg_len, n_states)
+        self.observations = problem.observations[rows, columns]  # (n_seg, seg_len, n_obs)
         self.weight = problem.observed[rows, columns] * segments.valid.to(dtype)[..., None]
         start_states = problem.smoothed_states[segments.trajectory, segments.time_index[:, 0]]
         augmented = start_states.new_zeros(segments.count, model.n_total_states - problem.n_states)
@@ -237,7 +237,7 @@ class _ShootingObjective:
             return torch.full((), float("inf"), dtype=starts.dtype, device=starts.device)
         predicted = result.states  # (n_batch, segment_length, n_total_states)
         misfit = masked_mean_squared_error(
-            predicted[..., : self.n_states], self.observations[batch], self.weight[batch]
+            self.model.observation(predicted), self.observations[batch], self.weight[batch]
         )
         positions = self.segments.next_offset[batch]
         reached = predicted[torch.arange(predicted.shape[0], device=positions.device), positions]
