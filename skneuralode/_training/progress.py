@@ -58,7 +58,7 @@ class TrajectoryCheck:
     every: int = 50
     patience: int = 3
     relative_tolerance: float = 1e-2
-    noise_fraction: float = 0.05
+    noise_fraction: float = 0.1
     largest_trusted_noise: float = 0.025
     best_loss: float = math.inf
     best_state: list[torch.Tensor] | None = None
