@@ -167,7 +167,10 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip-baseline", action="store_true", help=f"run only the current code, not {BASE}"
     )
     parser.add_argument(
-        "--timeout", type=float, default=900.0, help="wall seconds a worker may take (900)"
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="wall seconds a worker may take (3600: a loaded machine stretches wall time)",
     )
     parser.add_argument(
         "--jobs", type=int, default=1, help="workers run at once (each on one thread; 1)"
