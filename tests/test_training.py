@@ -365,7 +365,7 @@ def test_a_stage_ends_when_the_full_trajectory_fit_stops_improving(
     fit settles, and the stage ends there instead of spending its budget."""
     model = fresh_model(problem)
     stage = CollocationStage(max_iter=5000, check_every=20, check_patience=2)
-    result = stage.run(problem, model, context())
+    result = stage.run(replace(problem, noise_variance=0.01), model, context())
     assert result.status == "converged"
     assert "full-trajectory fit stopped improving" in result.message
     assert result.n_iter < 5000
