@@ -97,8 +97,8 @@ class NeuralODERegressor(BaseODERegressor):
     n_iter_no_change : int, default=50
         Steps without progress before the step size is lowered or a stage ends.
         On noisy data, collocation and multiple shooting also integrate the whole
-        trajectories every
-        100 and 50 steps and end when that fit stops improving by a meaningful amount
+        trajectories every 100 and 50 steps and end when that fit stops improving by a
+        meaningful amount
         (1 % of it, or 10 % of the estimated noise variance), keeping the best checked
         model.
     callbacks : list of callables or None, default=None
