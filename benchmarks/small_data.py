@@ -28,6 +28,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import importlib
 import json
@@ -166,7 +167,13 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip-baseline", action="store_true", help=f"run only the current code, not {BASE}"
     )
     parser.add_argument(
-        "--timeout", type=float, default=900.0, help="wall seconds a worker may take (900)"
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="wall seconds a worker may take (3600: a loaded machine stretches wall time)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="workers run at once (each on one thread; 1)"
     )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the JSON here")
@@ -199,19 +206,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         "environment": environment_summary(),
         "results": [],
     }
-    with baseline_package() as old_root:
-        for name in chosen:
-            module_name, skip = cases[name]
-            for seed in arguments.seeds:
-                result: dict[str, Any] = {"case": name, "seed": seed}
-                for code in CODES:
-                    if code == "baseline" and (arguments.skip_baseline or skip):
-                        result[code] = {"skipped": skip or "--skip-baseline"}
-                        continue
-                    print(f"running {name} seed {seed} on {code} ...", file=sys.stderr, flush=True)
-                    root = old_root if code == "baseline" else ROOT
-                    result[code] = run_case(module_name, name, seed, root, arguments.timeout)
-                document["results"].append(result)
+    results = [{"case": name, "seed": seed} for name in chosen for seed in arguments.seeds]
+    with (
+        baseline_package() as old_root,
+        concurrent.futures.ThreadPoolExecutor(max(arguments.jobs, 1)) as pool,
+    ):
+        futures = {}
+        for result in results:
+            module_name, skip = cases[result["case"]]
+            for code in CODES:
+                if code == "baseline" and (arguments.skip_baseline or skip):
+                    result[code] = {"skipped": skip or "--skip-baseline"}
+                    continue
+                root = old_root if code == "baseline" else ROOT
+                task = (module_name, result["case"], result["seed"], root, arguments.timeout)
+                futures[pool.submit(run_case, *task)] = (result, code)
+        for future in concurrent.futures.as_completed(futures):
+            result, code = futures[future]
+            result[code] = future.result()
+            figures = {
+                key: round(value, 4)
+                for key, value in result[code].items()
+                if isinstance(value, float) and key != "load_average_at_end"
+            }
+            label = f"{result['case']} seed {result['seed']} on {code}"
+            print(f"{label}: {figures or result[code]}", file=sys.stderr, flush=True)
+    document["results"] = results
     write_document(document, format_table(document["results"]), arguments.json)
     return 0
 

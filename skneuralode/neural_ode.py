@@ -49,7 +49,10 @@ class NeuralODERegressor(BaseODERegressor):
         "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams",
         "implicit_adams".
     rtol, atol : float, default=1e-6, 1e-8
-        Tolerances of adaptive solvers, in the internal scaled units.
+        Tolerances of adaptive solvers, in the internal scaled units. Multiple shooting
+        and the checks of the full-trajectory fit during training may loosen them to match
+        the estimated noise (0.002 times its standard deviation, never tighter than
+        these); the comparison of the stages' models and predictions use them as given.
     adjoint : bool, default=False
         Back-propagate with the adjoint method (memory independent of the number of solver
         steps; slower).
@@ -97,6 +100,11 @@ class NeuralODERegressor(BaseODERegressor):
         Relative loss improvement that counts as progress for early stopping.
     n_iter_no_change : int, default=50
         Steps without progress before the step size is lowered or a stage ends.
+        On noisy data, collocation and multiple shooting also integrate the whole
+        trajectories every 100 and 50 steps and end when that fit stops improving by a
+        meaningful amount
+        (1 % of it, or 10 % of the estimated noise variance), keeping the best checked
+        model.
     callbacks : list of callables or None, default=None
         Called with each history record; returning True stops the current stage.
     random_state : int, RandomState instance or None, default=None

@@ -21,7 +21,9 @@ from skneuralode._training.collocation import CollocationStage
 from skneuralode._training.loop import LoopSettings, StageResult, optimise
 from skneuralode._training.misfit import trajectory_misfit
 from skneuralode._training.polish import PolishStage
+from skneuralode._training.progress import TrajectoryCheck
 from skneuralode._training.shooting import ShootingStage
+from skneuralode._training.tolerance import ATOL_PER_RTOL, RTOL_PER_NOISE, noise_matched
 from skneuralode._vector_fields import ODEModel
 
 # A fixed-step solver at the data times: these tests are about the stages, not accuracy.
@@ -353,3 +355,55 @@ def test_shooting_ends_early_on_stiff_dynamics(
     assert "stiff" in result.message and "50 steps" in result.message
     assert result.n_iter == 10
     assert all(steps > 0 for steps in recorded)  # real solves count their steps
+
+
+# ------------------------------------------------------------- stopping on the full fit
+def test_a_stage_ends_when_the_full_trajectory_fit_stops_improving(
+    problem: TrainingProblem,
+) -> None:
+    """Collocation's own loss keeps falling on a few noisy points; the whole-trajectory
+    fit settles, and the stage ends there instead of spending its budget."""
+    model = fresh_model(problem)
+    stage = CollocationStage(max_iter=5000, check_every=20, check_patience=2)
+    result = stage.run(replace(problem, noise_variance=0.01), model, context())
+    assert result.status == "converged"
+    assert "full-trajectory fit stopped improving" in result.message
+    assert result.n_iter < 5000
+
+
+def test_a_check_keeps_the_best_checked_parameters(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    check = TrajectoryCheck(problem, model, SOLVER, every=1, patience=5)
+    parameters = list(model.parameters())
+    assert not check.should_stop(1, parameters)
+    best = parameters_of(model)
+    with torch.no_grad():
+        for parameter in model.field.parameters():
+            parameter.add_(1.0)  # a much worse field
+    assert trajectory_loss(problem, model) > check.best_loss
+    check.keep_best(parameters)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, best[name])
+
+
+def test_a_meaningful_improvement_follows_the_noise(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    noisy = TrajectoryCheck(replace(problem, noise_variance=0.01), model, SOLVER)
+    clean = TrajectoryCheck(replace(problem, noise_variance=0.0), model, SOLVER)
+    noisy.best_loss = clean.best_loss = 0.02
+    assert noisy.meaningful == pytest.approx(noisy.noise_fraction * 0.01)
+    assert clean.meaningful == pytest.approx(clean.relative_tolerance * 0.02)
+
+
+def test_training_tolerances_follow_the_noise_and_never_tighten() -> None:
+    user = SolverSettings(rtol=1e-6, atol=1e-8)
+    matched = noise_matched(user, noise_variance=0.05**2, largest_trusted_noise=0.025)
+    assert matched.rtol == pytest.approx(RTOL_PER_NOISE * 0.05)
+    assert matched.atol == pytest.approx(ATOL_PER_RTOL * matched.rtol)
+    assert noise_matched(user, 0.0, 0.025) == user  # clean data: the user's tolerances
+    loose = SolverSettings(rtol=1e-2, atol=1e-3)
+    assert noise_matched(loose, 0.05**2, 0.025) == loose
+    capped = noise_matched(user, noise_variance=4.0, largest_trusted_noise=0.025)
+    assert capped.rtol == pytest.approx(RTOL_PER_NOISE * math.sqrt(0.025))
+    fixed = SolverSettings(method="rk4")
+    assert noise_matched(fixed, 0.05**2, 0.025) == fixed

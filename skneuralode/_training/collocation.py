@@ -124,6 +124,10 @@ class CollocationStage(TrainingStage):
         The whole trajectories are integrated every ``check_every`` steps; the stage ends
         when ``check_patience`` checks in a row found no meaningful improvement, with
         the best checked field (see :mod:`~skneuralode._training.progress`).
+    check_above_noise : float
+        Check only when the estimated noise variance (scaled units) exceeds this: on
+        clean data the derivative regression does not overfit, and the checks' tight
+        solves cost as much as the stage (seed spiral, 1000 points: 4.2 -> 8.1 CPU s).
     """
 
     max_iter: int = 1000
@@ -134,6 +138,7 @@ class CollocationStage(TrainingStage):
     n_iter_no_change: int = 50
     check_every: int = 100
     check_patience: int = 3
+    check_above_noise: float = 1e-4
     name: str = "collocation"
     divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate"
 
@@ -158,7 +163,9 @@ class CollocationStage(TrainingStage):
         solver = noise_matched(
             context.solver, problem.noise_variance, TrajectoryCheck.largest_trusted_noise
         )
-        check = TrajectoryCheck(
-            problem, model, solver, every=self.check_every, patience=self.check_patience
-        )
+        check = None
+        if problem.noise_variance > self.check_above_noise:
+            check = TrajectoryCheck(
+                problem, model, solver, every=self.check_every, patience=self.check_patience
+            )
         return optimise(objective, settings, context.monitor, self.name, check)

@@ -16,6 +16,7 @@ def trajectory_misfit(
     solver: SolverSettings,
     max_points: int | None = None,
     record_steps: list[int] | None = None,
+    members: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, str | None]:
     """Masked mean squared error of whole trajectories from the model's initial values.
 
@@ -27,10 +28,16 @@ def trajectory_misfit(
         a Python loop, which dominates on very long series. All of them by default.
     record_steps : list of int, optional
         The solver's step count is appended to it.
+    members : Tensor of shape (n_members,), optional
+        Compare only these trajectories (all of them by default).
 
     Returns the loss (inf when the solve failed) and the failure, if any.
     """
     times, observations, observed = problem.times, problem.observations, problem.observed
+    initial_values, index = model.initial_values(), problem.trajectory_index()
+    if members is not None:
+        times, observations, observed = times[members], observations[members], observed[members]
+        initial_values, index = initial_values[members], members
     n_max = times.shape[1]
     if max_points is not None and n_max > max_points:
         columns = torch.unique(
@@ -47,8 +54,8 @@ def trajectory_misfit(
             observed[:, columns],
         )
     result = solve(
-        model.forced(problem.inputs, problem.trajectory_index()),
-        model.initial_values(),
+        model.forced(problem.inputs, index),
+        initial_values,
         times,
         solver,
         shared_grid=problem.shared_grid,

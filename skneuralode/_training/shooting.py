@@ -302,7 +302,7 @@ class ShootingStage(TrainingStage):
     needed_above: float = 5e-3
     largest_trusted_noise: float = 0.025
     check_every: int = 50
-    check_patience: int = 3
+    check_patience: int = 2
     name: str = "shooting"
     divergence_remedy: ClassVar[str] = (
         "a smaller shooting_learning_rate or a shorter shooting_segment_length"
