@@ -302,12 +302,12 @@ def fit_worker(which: str, n_times: int) -> dict[str, Any]:
     """One ``fit(max_iter=1)`` of one ``n_times``-point spiral, timed by phase."""
     import torch
     import torch._dynamo  # one-time ~3-6 s import that torch.optim triggers: not charged
-    from skneuralode._stage import TrainingStage
 
     import skneuralode._base as base
     import skneuralode._problem as problem
-    import skneuralode._training as training
+    import skneuralode._training.runner as training
     from skneuralode import NeuralODERegressor
+    from skneuralode._training import TrainingStage
     from skneuralode.datasets import make_spiral
 
     torch.set_num_threads(1)
