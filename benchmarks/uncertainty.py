@@ -312,7 +312,7 @@ def band_scores(mean: np.ndarray, std: np.ndarray, observed: np.ndarray) -> dict
     return {"coverage": float(np.mean(np.abs(z) <= Z_95)), "mean_z2": float(np.mean(z**2))}
 
 
-def band_set(kind: str, seed: int) -> dict[str, Any]:
+def band_set(kind: str, seed: int, ensemble_size: int = ENSEMBLE_SIZE) -> dict[str, Any]:
     t, y, inside, beyond, observed_inside, observed_beyond = oscillator_sets(seed)
     estimator = new_estimator(kind, seed)
     record = timed_fit(estimator, t, y)
@@ -320,7 +320,7 @@ def band_set(kind: str, seed: int) -> dict[str, Any]:
         return record
     members = []
     ensemble_seconds = record["fit_seconds"]
-    for member in range(1, ENSEMBLE_SIZE):
+    for member in range(1, ensemble_size):
         other = new_estimator(kind, 1000 * member + seed)
         ensemble_seconds += timed_fit(other, t, y)["fit_seconds"]
         members.append(other)
@@ -336,6 +336,8 @@ def band_set(kind: str, seed: int) -> dict[str, Any]:
         record[f"laplace_{where}"] = band_scores(mean, std, observed)
         noise_only = np.broadcast_to(estimator.noise_std_, mean.shape)
         record[f"noise_only_{where}"] = band_scores(mean, noise_only, observed)
+        if len(members) < 2:
+            continue
         predictions = np.stack([member.predict(times) for member in members])
         noise = np.sqrt(np.mean([member.noise_std_**2 for member in members], axis=0))
         spread = predictions.std(axis=0, ddof=1)
@@ -356,7 +358,11 @@ def summarise_bands(records: list[dict]) -> dict[str, Any]:
     summary: dict[str, Any] = {"data_sets": len(records), "failed_fits": len(records) - len(kept)}
     for method in ("laplace", "ensemble", "noise_only"):
         for where in ("inside", "beyond"):
-            scores = [record[f"{method}_{where}"] for record in kept]
+            scores = [
+                record[f"{method}_{where}"] for record in kept if method + "_" + where in record
+            ]
+            if not scores:
+                continue
             summary[f"{method}_{where}"] = {
                 "coverage": float(np.mean([score["coverage"] for score in scores])),
                 "coverage_min": float(np.min([score["coverage"] for score in scores])),
@@ -408,6 +414,8 @@ def table(document: dict[str, Any]) -> str:
             ("ensemble", summary["ensemble_seconds_median"]),
             ("noise_only", 0.0),
         ):
+            if f"{method}_inside" not in summary:
+                continue
             inside, beyond = summary[f"{method}_inside"], summary[f"{method}_beyond"]
             lines.append(
                 f"| {key} | {method} | {percent(inside['coverage'])} ({inside['mean_z2']:.2f}) "
@@ -423,6 +431,9 @@ def main() -> None:
     parser.add_argument("--profile-sets", type=int, default=None, help="with profiles")
     parser.add_argument("--band-sets", type=int, default=10, help="oscillator data sets")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--ensemble-size", type=int, default=ENSEMBLE_SIZE, help="1: no deep ensemble beside"
+    )
     parser.add_argument("--sections", nargs="*", default=["coverage", "identifiability", "bands"])
     coverage_cases = ["lotka_volterra", "sir", "sir_hidden", "lotka_volterra_four"]
     parser.add_argument("--coverage-cases", nargs="*", default=coverage_cases)
@@ -468,7 +479,7 @@ def main() -> None:
         for kind in ("neural_ode", "ude_network"):
 
             def band(seed: int, kind: str = kind) -> dict:
-                return band_set(kind, seed)
+                return band_set(kind, seed, arguments.ensemble_size)
 
             records = run_parallel(band, list(range(band_sets)), jobs)
             document[f"bands_{kind}"] = summarise_bands(records)
