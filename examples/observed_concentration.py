@@ -45,7 +45,9 @@ def main(output: Path = Path("observed_concentration.png")) -> dict[str, float]:
     estimator = UniversalODERegressor(
         known=one_compartment_amounts,
         params=start,
-        param_constraints="positive",
+        # A concentration alone cannot tell absorption from elimination (ka <-> ke with
+        # V -> V ke / ka gives the same curve): say that absorption is the faster one.
+        param_constraints={"ka": (0.3, 30.0), "ke": (0.003, 0.3), "V": "positive"},
         hidden_layer_sizes=(),
         observe=central_concentration,
         random_state=0,
