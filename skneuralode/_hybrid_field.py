@@ -31,6 +31,7 @@ network's weights (``weight_decay``) keeps the term smooth across the states ins
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -323,18 +324,29 @@ def check_known_output(
                 f"shape {tuple(physical_times.shape)}, y of shape {tuple(states.shape)} (the "
                 f"initial states) and p with keys {sorted(field.physical_parameters())}."
             ) from error
-    if not isinstance(rates, torch.Tensor):
-        raise TypeError(
-            f"known(t, y, p) must return a torch.Tensor, got {type(rates).__name__}; build it "
-            "from the torch inputs (e.g. torch.stack([...], dim=-1))."
-        )
+    check_returned_tensor("known(t, y, p)", rates, "torch.stack([...], dim=-1)")
     if tuple(rates.shape) != tuple(states.shape):
         raise ValueError(
             f"known(t, y, p) must return the shape of y, (..., n_states) = "
             f"{tuple(states.shape)} at the initial states, got {tuple(rates.shape)}."
         )
-    if not bool(torch.isfinite(rates).all()):
+    check_finite_output("known(t, y, p)", rates, states)
+
+
+def check_returned_tensor(signature: str, value: Any, example: str) -> None:
+    """A user callable (``signature``) returned a torch tensor, or a ``TypeError`` that
+    says how to build one (``example``)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{signature} must return a torch.Tensor, got {type(value).__name__}; build it "
+            f"from the torch inputs (e.g. {example})."
+        )
+
+
+def check_finite_output(signature: str, value: torch.Tensor, states: torch.Tensor) -> None:
+    """A user callable (``signature``) returned finite values at the initial ``states``."""
+    if not bool(torch.isfinite(value).all()):
         raise ValueError(
-            "known(t, y, p) returned non-finite values (NaN or inf) at the initial states "
+            f"{signature} returned non-finite values (NaN or inf) at the initial states "
             f"{states.detach().cpu().numpy().tolist()}."
         )

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._hybrid_field import check_finite_output, check_returned_tensor
 from ._problem import TrainingProblem
 from ._scaling import Scaling
 
@@ -94,11 +95,7 @@ def observed_quantities(
             f"shape {tuple(states.shape)} (the initial states) and p with keys "
             f"{sorted(parameters)}.{_STATES_HINT}"
         ) from error
-    if not isinstance(observed, torch.Tensor):
-        raise TypeError(
-            f"observe(y, p) must return a torch.Tensor, got {type(observed).__name__}; build "
-            "it from the torch inputs (e.g. y[..., 1:2] / p['V'])."
-        )
+    check_returned_tensor("observe(y, p)", observed, "y[..., 1:2] / p['V']")
     expected = (*states.shape[:-1], n_observed)
     if tuple(observed.shape) != expected:
         raise ValueError(
@@ -106,11 +103,7 @@ def observed_quantities(
             f"{n_observed} column(s) of y; at the initial states of shape "
             f"{tuple(states.shape)} it returned shape {tuple(observed.shape)}.{_STATES_HINT}"
         )
-    if not bool(torch.isfinite(observed).all()):
-        raise ValueError(
-            "observe(y, p) returned non-finite values (NaN or inf) at the initial states "
-            f"{states.detach().cpu().numpy().tolist()}."
-        )
+    check_finite_output("observe(y, p)", observed, states)
     return observed
 
 

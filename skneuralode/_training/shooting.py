@@ -179,7 +179,6 @@ class _ShootingObjective:
         self.batch_size = min(batch_size, segments.count)
         self.continuity_weight = continuity_weight
         self.generator = generator
-        self.n_states = problem.n_states
         self.last_failure: str | None = None
         self.solver_steps: list[int] = []
 
