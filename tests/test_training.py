@@ -391,8 +391,31 @@ def test_a_meaningful_improvement_follows_the_noise(problem: TrainingProblem) ->
     noisy = TrajectoryCheck(replace(problem, noise_variance=0.01), model, SOLVER)
     clean = TrajectoryCheck(replace(problem, noise_variance=0.0), model, SOLVER)
     noisy.best_loss = clean.best_loss = 0.02
-    assert noisy.meaningful == pytest.approx(noisy.noise_fraction * 0.01)
+    n_values = int(problem.observed.count_nonzero())
+    assert noisy.n_checked_values == n_values
+    sampling_error = noisy.sampling_fraction * math.sqrt(2.0 / n_values) * 0.01
+    assert noisy.meaningful == pytest.approx(max(noisy.noise_fraction * 0.01, sampling_error))
     assert clean.meaningful == pytest.approx(clean.relative_tolerance * 0.02)
+
+
+def test_few_noisy_values_ask_for_a_gain_above_the_misfits_sampling_error(
+    problem: TrainingProblem,
+) -> None:
+    """On N observed values the noise part of the misfit varies by sqrt(2 / N) of itself
+    between draws of the noise; gains below a fraction of that do not count, so tiny data
+    stop sooner."""
+    model = fresh_model(problem)
+    few = replace(problem, observed=problem.observed[:, :5], noise_variance=1.0)
+    many = replace(problem, noise_variance=1.0)
+    checks = [TrajectoryCheck(data, model, SOLVER) for data in (few, many)]
+    for check in checks:
+        check.best_loss = 0.5  # below the noise estimate: all of it counts as noise
+    n_few = int(few.observed.count_nonzero())
+    expected = checks[0].sampling_fraction * 0.5 * math.sqrt(2.0 / n_few)
+    assert checks[0].meaningful == pytest.approx(expected)
+    assert checks[0].meaningful > checks[1].meaningful
+    # The (capped) noise fraction still bounds it from below on many values.
+    assert checks[1].meaningful >= checks[1].noise_fraction * checks[1].largest_trusted_noise
 
 
 def test_training_tolerances_follow_the_noise_and_never_tighten() -> None:

@@ -7,8 +7,14 @@ and shooting both ran their 1000 steps while the fit the runner keeps had settle
 gradient), keeps a copy of the parameters with the lowest misfit, and asks the stage to
 end when ``patience`` checks in a row have not lowered it by a meaningful amount: a
 fraction of the estimated noise variance (what the fit cannot go below) or a relative
-tolerance, whichever is larger. At the end of the stage the best checked parameters are
-put back if the last ones fit worse.
+tolerance, whichever is larger. On few data points a third bound takes over: the part of
+the misfit that is noise changes by about ``sqrt(2 / N)`` of itself from one draw of the
+noise to the next (``N`` observed values), and a gain below half of that is taken for
+fitting this draw. Two fits of 10 noisy points bracket the fraction: on the spiral,
+shooting's in-sample gains of 2-5 % per check made the fit on the dense truth worse (R^2
+-0.13 -> -0.30 over 300 steps); on a damped oscillator, gains of 20-30 % per check were
+real (R^2 on the clean values 0.63 -> 0.76). At the end of the stage the best checked
+parameters are put back if the last ones fit worse.
 """
 
 from __future__ import annotations
@@ -49,10 +55,16 @@ class TrajectoryCheck:
     relative_tolerance : float
         An improvement is meaningful when it exceeds this fraction of the best misfit...
     noise_fraction : float
-        ...or this fraction of the estimated noise variance, whichever is larger.
+        ...or this fraction of the estimated noise variance (counted up to
+        ``largest_trusted_noise``), or ``sampling_fraction`` of the sampling error of the
+        noise part of the misfit, ``sqrt(2 / N)`` times the smaller of the best misfit
+        and the estimated noise variance (``N`` observed values checked), whichever is
+        largest.
     largest_trusted_noise : float
         The noise variance counts only up to this (scaled units; see
-        :class:`~skneuralode._training.shooting.ShootingStage`).
+        :class:`~skneuralode._training.shooting.ShootingStage`) in the noise fraction.
+    sampling_fraction : float
+        Fraction of the misfit's sampling error a gain must exceed (see above).
     """
 
     problem: TrainingProblem
@@ -63,6 +75,7 @@ class TrajectoryCheck:
     relative_tolerance: float = 1e-2
     noise_fraction: float = 0.1
     largest_trusted_noise: float = 0.025
+    sampling_fraction: float = 0.5
     best_loss: float = math.inf
     best_state: list[torch.Tensor] | None = None
     checks: int = 0
@@ -75,7 +88,20 @@ class TrajectoryCheck:
         """The smallest improvement of the misfit that counts as progress."""
         noise = min(self.problem.noise_variance, self.largest_trusted_noise)
         best = self.best_loss if math.isfinite(self.best_loss) else 0.0
-        return max(self.relative_tolerance * best, self.noise_fraction * noise)
+        noise_part = min(best, self.problem.noise_variance)
+        sampling_error = math.sqrt(2.0 / max(self.n_checked_values, 1)) * noise_part
+        return max(
+            self.relative_tolerance * best,
+            self.noise_fraction * noise,
+            self.sampling_fraction * sampling_error,
+        )
+
+    @property
+    def n_checked_values(self) -> int:
+        """Observed values the check compares (of the checked trajectories)."""
+        members = self._members()
+        observed = self.problem.observed if members is None else self.problem.observed[members]
+        return int(observed.count_nonzero())
 
     def due(self, step: int) -> bool:
         """Whether a check is due after ``step`` optimiser steps."""
