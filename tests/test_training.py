@@ -371,6 +371,18 @@ def test_a_stage_ends_when_the_full_trajectory_fit_stops_improving(
     assert result.n_iter < 5000
 
 
+def test_shooting_that_cannot_improve_on_its_start_ends_after_patience_checks(
+    problem: TrainingProblem,
+) -> None:
+    """The fit shooting starts from is the first checked one: a stage that does not
+    improve on it (here: steps of size zero) ends after ``check_patience`` checks."""
+    model = fresh_model(problem)
+    stage = ShootingStage(max_iter=500, learning_rate=0.0, check_every=10, check_patience=2)
+    result = stage.run(replace(problem, noise_variance=0.01), model, context())
+    assert result.status == "converged"
+    assert result.n_iter == 2 * 10  # checks at steps 0 (the start), 10 and 20
+
+
 def test_a_check_keeps_the_best_checked_parameters(problem: TrainingProblem) -> None:
     model = fresh_model(problem)
     check = TrajectoryCheck(problem, model, SOLVER, every=1, patience=5)

@@ -151,6 +151,11 @@ class TrajectoryCheck:
             self.best_state = [parameter.detach().clone() for parameter in parameters]
         return self.idle_checks >= self.patience
 
+    def start_from(self, parameters: list[torch.Tensor]) -> None:
+        """Check the model before the first step: a stage that starts from a trained model
+        must improve on it meaningfully, or it ends ``patience`` checks later."""
+        self.should_stop(self.last_step, parameters)
+
     def keep_best(self, parameters: list[torch.Tensor]) -> None:
         """Put the best checked parameters back if the current ones fit worse."""
         if self.best_state is None or self.misfit() <= self.best_loss:

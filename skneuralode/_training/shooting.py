@@ -271,8 +271,10 @@ class ShootingStage(TrainingStage):
     tol, n_iter_no_change
         Early stopping, see :class:`~skneuralode._training.loop.LoopSettings`.
     check_every, check_patience
-        The whole trajectories are integrated every ``check_every`` steps; the stage ends
-        when ``check_patience`` checks in a row found no meaningful improvement, with
+        The whole trajectories are integrated before the first step and every
+        ``check_every`` steps; the stage ends when ``check_patience`` checks in a row found
+        no meaningful improvement on the best fit so far (the start counts: shooting that
+        cannot improve on collocation's fit ends after ``check_patience`` checks), with
         the best checked model (see :mod:`~skneuralode._training.progress`).
     grow_segments : bool
         When the loss plateaus before the budget is spent, double the segments (keeping
@@ -351,6 +353,7 @@ class ShootingStage(TrainingStage):
                 patience=self.check_patience,
                 largest_trusted_noise=self.largest_trusted_noise,
             )
+            check.start_from(objective.parameters())  # the fit shooting starts from
             result = optimise(objective, settings, context.monitor, self.name, check)
             objective.publish()
             steps_taken += result.n_iter
