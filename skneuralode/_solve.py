@@ -142,6 +142,20 @@ class _WarpedField(nn.Module):
         return lengths[:, None] * self.field(real_times, z)
 
 
+class _UnitSpanField(nn.Module):
+    """Field in unit time: member ``b`` is at ``start[b] + s span[b]``, ``s`` in [0, 1]."""
+
+    def __init__(self, field: nn.Module, starts: torch.Tensor, spans: torch.Tensor) -> None:
+        super().__init__()
+        self.field = field
+        self.starts = starts  # (n_batch,)
+        self.spans = spans  # (n_batch,)
+
+    def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        real_times = self.starts + s * self.spans if depends_on_time(self.field) else s
+        return self.spans[:, None] * self.field(real_times, z)
+
+
 class _StepBudgetExhausted(Exception):
     """Raised from inside a solve when it has used up its step budget."""
 
@@ -296,6 +310,73 @@ def solve(
         return result
     fallback = _solve_stiff(func, initial_states, grid, settings)
     return fallback if fallback.ok else SolveResult(None, f"{result.failure}; {fallback.failure}")
+
+
+def solve_interpolated(
+    field: nn.Module,
+    initial_states: torch.Tensor,
+    times: torch.Tensor,
+    settings: SolverSettings,
+    nodes: int,
+) -> SolveResult:
+    """Integrate members with different output times on ONE shared grid, for training.
+
+    :func:`solve` warps each member's grid onto the integers and tells the solver about
+    the kinks there, so an adaptive solver stops (and restarts) at every output time.
+    Here every member's time is rescaled linearly to ``[0, 1]`` (member ``b`` runs
+    ``dz/ds = T_b f(t_b0 + s T_b, z)`` with ``T_b`` its span), all of them are integrated
+    to ``nodes`` evenly spaced points they share, with steps that cross output times,
+    and each output comes from the cubic Hermite interpolant of the states and rates at
+    the two nodes around it. The interpolation errs by ``O((1 / (nodes - 1))^4)`` of the
+    solution's fourth derivative: meant for training solves whose tolerance follows the
+    noise (multiple shooting on an irregular grid: 6 instead of 9 steps a solve), not
+    for predictions.
+
+    Parameters
+    ----------
+    field : nn.Module
+        ``field(t, z) -> dz/dt``.
+    initial_states : Tensor of shape (n_batch, n_total_states)
+    times : Tensor of shape (n_batch, n_points)
+        Output times of each member, ascending or descending (repeated values pad a
+        short member); ``times[:, 0]`` is where ``initial_states`` hold.
+    settings : SolverSettings
+    nodes : int
+        Shared grid points (at least 2).
+
+    Returns
+    -------
+    SolveResult
+        ``states`` of shape (n_batch, n_points, n_total_states).
+    """
+    if times.shape[1] == 1:
+        return SolveResult(initial_states[:, None, :])
+    spans = times[:, -1] - times[:, 0]
+    spans = torch.where(spans != 0, spans, torch.ones_like(spans))
+    func = _UnitSpanField(field, times[:, 0], spans)
+    grid = torch.linspace(0.0, 1.0, nodes, dtype=times.dtype, device=times.device)
+    result = _solve_explicit(func, field, initial_states, grid, settings, None)
+    if not result.ok:
+        return result
+    node_states = result.states  # (n_batch, nodes, n_total_states)
+    node_rates = torch.stack(
+        [func(grid[node], node_states[:, node]) for node in range(nodes)], dim=1
+    )
+    position = (times - times[:, :1]) / spans[:, None] * (nodes - 1)  # (n_batch, n_points)
+    left = position.detach().floor().clamp(0, nodes - 2).long()
+    tau = (position - left)[..., None]
+    width = 1.0 / (nodes - 1)
+
+    def at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return values.gather(1, index[..., None].expand(-1, -1, values.shape[-1]))
+
+    states = (
+        (2 * tau**3 - 3 * tau**2 + 1) * at(node_states, left)
+        + (tau**3 - 2 * tau**2 + tau) * width * at(node_rates, left)
+        + (3 * tau**2 - 2 * tau**3) * at(node_states, left + 1)
+        + (tau**3 - tau**2) * width * at(node_rates, left + 1)
+    )
+    return SolveResult(states, n_steps=result.n_steps)
 
 
 def _solve_explicit(

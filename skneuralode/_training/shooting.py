@@ -20,7 +20,7 @@ import torch
 
 from .._losses import masked_mean_squared_error
 from .._problem import TrainingProblem
-from .._solve import SolverSettings, solve
+from .._solve import SolverSettings, solve, solve_interpolated
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import LoopSettings, StageResult, optimise
@@ -35,6 +35,9 @@ _SHARED_OFFSET_TOLERANCE = 1e-9
 #: solver (each step would cost what a whole fit should).
 STIFF_STEP_FRACTION = 0.1
 STIFF_WINDOW = 10
+#: Shared points of a segment solve on an irregular grid (see ``solve_interpolated``):
+#: at least this many, and two per output interval.
+_MIN_INTERPOLATION_NODES = 9
 
 
 @dataclass(frozen=True)
@@ -223,13 +226,18 @@ class _ShootingObjective:
             self.fixed_mask[batch], self.fixed_values[batch], self.start_states[batch]
         )
         members = self.segments.trajectory[batch]
-        result = solve(
-            self.model.forced(self.problem.inputs, members),
-            starts,
-            self.times[batch],
-            self.solver,
-            shared_grid=self.segments.shared_offsets,
-        )
+        field = self.model.forced(self.problem.inputs, members)
+        if self.segments.shared_offsets or self.solver.is_fixed_step:
+            result = solve(
+                field,
+                starts,
+                self.times[batch],
+                self.solver,
+                shared_grid=self.segments.shared_offsets,
+            )
+        else:
+            nodes = max(_MIN_INTERPOLATION_NODES, 2 * self.times.shape[1] - 1)
+            result = solve_interpolated(field, starts, self.times[batch], self.solver, nodes)
         self.solver_steps.append(result.n_steps)
         if not result.ok:
             self.last_failure = result.failure
