@@ -19,6 +19,7 @@ parameters are put back if the last ones fit worse.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -96,7 +97,7 @@ class TrajectoryCheck:
             self.sampling_fraction * sampling_error,
         )
 
-    @property
+    @functools.cached_property
     def n_checked_values(self) -> int:
         """Observed values the check compares (of the checked trajectories)."""
         members = self._members()
