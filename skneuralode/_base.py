@@ -309,7 +309,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             vars(self).clear()
             vars(self).update(previous_state)
             raise
-        warn_about_fit(report, batch.states)
+        warn_about_fit(report, batch.states, self.shooting, self.polish)
         return self
 
     def _model_spec(

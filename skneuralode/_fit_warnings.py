@@ -23,7 +23,27 @@ def flat_states(states: np.ndarray) -> list[int]:
     return np.flatnonzero(seen & (spread <= _FLAT_RELATIVE_SPREAD * level)).tolist()
 
 
-def warn_about_fit(report: TrainingReport, states: np.ndarray) -> None:
+def poor_fit_remedies(report: TrainingReport, shooting: bool | str, polish: bool) -> list[str]:
+    """Settings worth changing after a poor fit.
+
+    Multiple shooting first where it is off: a full-trajectory fit of oscillating data
+    from a poor start ends in a local minimum that short segments avoid. The polish where
+    it is off, more steps where a stage used all it had, and a wider network always.
+    """
+    remedies = []
+    if shooting is False:
+        remedies.append("shooting=True")
+    if not polish:
+        remedies.append("polish=True")
+    if any(result.status == "max_iter" for result in report.results):
+        remedies.append("a larger max_iter")
+    remedies.append("a wider network")
+    return remedies
+
+
+def warn_about_fit(
+    report: TrainingReport, states: np.ndarray, shooting: bool | str, polish: bool
+) -> None:
     """Warn (``ConvergenceWarning``) about how training ended, with what to try.
 
     Parameters
@@ -32,6 +52,8 @@ def warn_about_fit(report: TrainingReport, states: np.ndarray) -> None:
         How the stages ended and the kept model's full-trajectory loss.
     states : ndarray of shape (n_traj, n_times, n_states)
         The training states, to name states that are constant up to noise.
+    shooting, polish
+        The estimator's settings of the same names, for the remedies of a poor fit.
     """
     flat = flat_states(states)
     if report.interrupted_in is not None:
@@ -79,7 +101,7 @@ def warn_about_fit(report: TrainingReport, states: np.ndarray) -> None:
         warnings.warn(
             f"The fit is poor (scaled trajectory MSE {report.trajectory_loss:.3g}, i.e. "
             f"R^2 about {1 - report.trajectory_loss:.2f} on the training data).{flat_hint} "
-            "Try polish=True, a larger max_iter, a wider network, or check the data.",
+            f"Try {', '.join(poor_fit_remedies(report, shooting, polish))}, or check the data.",
             ConvergenceWarning,
             stacklevel=3,
         )

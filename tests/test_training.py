@@ -12,16 +12,18 @@ import torch
 import skneuralode._training.shooting as shooting_module
 from skneuralode import NeuralODERegressor
 from skneuralode._data import TrajectoryBatch, validate_trajectories
+from skneuralode._fit_warnings import poor_fit_remedies
 from skneuralode._monitor import TrainingMonitor
 from skneuralode._problem import TrainingProblem, build_problem
 from skneuralode._solve import SolverSettings
 from skneuralode._spec import ModelSpec
-from skneuralode._training import StageContext, TrainingStage, train
+from skneuralode._training import StageContext, TrainingReport, TrainingStage, train
 from skneuralode._training.collocation import CollocationStage
 from skneuralode._training.loop import LoopSettings, StageResult, optimise
 from skneuralode._training.misfit import trajectory_misfit
 from skneuralode._training.polish import PolishStage
 from skneuralode._training.progress import TrajectoryCheck
+from skneuralode._training.rescue import RescuedPolishStage
 from skneuralode._training.shooting import ShootingStage
 from skneuralode._training.tolerance import ATOL_PER_RTOL, RTOL_PER_NOISE, noise_matched
 from skneuralode._vector_fields import ODEModel
@@ -442,3 +444,71 @@ def test_training_tolerances_follow_the_noise_and_never_tighten() -> None:
     assert capped.rtol == pytest.approx(RTOL_PER_NOISE * math.sqrt(0.025))
     fixed = SolverSettings(method="rk4")
     assert noise_matched(fixed, 0.05**2, 0.025) == fixed
+
+
+# ------------------------------------------------------------- shooting as a rescue
+@dataclass
+class Recorded(TrainingStage):
+    """A stage that records that it ran and, on the runs listed in ``sabotaged``,
+    makes the model much worse (otherwise it leaves the model alone)."""
+
+    name: str = "polish"
+    sabotaged: tuple[int, ...] = ()
+    runs: int = 0
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        if self.runs in self.sabotaged:
+            Sabotage().run(problem, model, context)
+        self.runs += 1
+        return StageResult(self.name, 1, 0.0, "converged")
+
+
+def test_rescue_is_not_run_when_the_polish_fits(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    train(problem, model, [CollocationStage(max_iter=100)], context())
+    polish = Recorded()
+    rescue = RescuedPolishStage(polish, ShootingStage(only_if_needed=True, needed_above=1.0))
+    monitor_context = context()
+    result = rescue.run(problem, model, monitor_context)
+    assert (polish.runs, result.message) == (1, "")
+    assert not [e for e in monitor_context.monitor.history if e["stage"] == "shooting"]
+
+
+def test_rescue_shoots_from_the_polish_start_and_keeps_the_better_fit(
+    problem: TrainingProblem,
+) -> None:
+    model = fresh_model(problem)
+    start_loss = trajectory_loss(problem, model)
+    polish = Recorded(sabotaged=(0,))  # the first polish lands far off, the second idles
+    rescue = RescuedPolishStage(polish, ShootingStage(max_iter=60, only_if_needed=True))
+    monitor_context = context()
+    result = rescue.run(problem, model, monitor_context)
+    assert polish.runs == 2
+    assert "far from the data" in result.message
+    assert "so the first polish was kept" not in result.message
+    # shooting started from the start, not from the sabotaged polish, and improved on it
+    assert trajectory_loss(problem, model) < start_loss
+    shooting_steps = [e for e in monitor_context.monitor.history if e["stage"] == "shooting"]
+    assert shooting_steps
+
+
+def test_rescue_that_does_no_better_keeps_the_first_polish(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    first = parameters_of(model)
+    polish = Recorded(sabotaged=(1,))  # the first polish idles (far off), the second ruins
+    rescue = RescuedPolishStage(polish, ShootingStage(max_iter=1, only_if_needed=True))
+    result = rescue.run(problem, model, context())
+    assert "so the first polish was kept" in result.message
+    for name, value in first.items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_poor_fit_remedies_follow_the_settings() -> None:
+    ended = TrainingReport([StageResult("collocation", 10, 1.0, "max_iter")], 0.9, "x", None)
+    converged = TrainingReport([StageResult("polish", 3, 1.0, "converged")], 0.9, "x", None)
+    assert poor_fit_remedies(converged, False, True)[0] == "shooting=True"
+    assert "shooting=True" not in poor_fit_remedies(converged, "auto", True)
+    assert "polish=True" in poor_fit_remedies(converged, "auto", False)
+    assert "polish=True" not in poor_fit_remedies(converged, "auto", True)
+    assert "a larger max_iter" in poor_fit_remedies(ended, True, True)
+    assert "a larger max_iter" not in poor_fit_remedies(converged, True, True)

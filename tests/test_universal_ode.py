@@ -413,8 +413,8 @@ def test_constructor_mirrors_neural_ode_regressor() -> None:
     """Every NeuralODERegressor argument exists with the same default (stages aside)."""
     neural = inspect.signature(NeuralODERegressor).parameters
     universal = inspect.signature(UniversalODERegressor).parameters
-    # collocation + L-BFGS polish by default: physical parameters need L-BFGS
-    deliberate = {"shooting", "polish", "polish_max_iter"}
+    # polish on by default: physical parameters need a second-order polish
+    deliberate = {"polish", "polish_max_iter"}
     for name, parameter in neural.items():
         assert name in universal, name
         if name not in deliberate:
@@ -503,3 +503,25 @@ def test_inspection_methods_need_a_fit() -> None:
 
     with pytest.raises(NotFittedError):
         UniversalODERegressor(known=decay).network_term(np.ones((2, 1)))
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({}, ["PhysicsFirstStage", "CollocationStage", "RescuedPolishStage"]),
+        (
+            {"shooting": True},
+            ["PhysicsFirstStage", "CollocationStage", "ShootingStage", "GaussNewtonStage"],
+        ),
+        (
+            {"shooting": "auto", "polish": False},
+            ["PhysicsFirstStage", "CollocationStage", "ShootingStage"],
+        ),
+        ({"shooting": False}, ["PhysicsFirstStage", "CollocationStage", "GaussNewtonStage"]),
+    ],
+)
+def test_auto_shooting_is_a_rescue_of_the_polish(setting: dict, expected: list[str]) -> None:
+    """By default shooting runs only where the polished fit is still far off; asked for
+    (True), it runs between collocation and the polish; without a polish it stays."""
+    estimator = UniversalODERegressor(known=decay, params={"k": 1.0}, **setting)
+    assert [type(stage).__name__ for stage in estimator._stages()] == expected

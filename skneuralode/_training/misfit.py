@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .._losses import masked_mean_squared_error
@@ -68,3 +70,18 @@ def trajectory_misfit(
     predicted = model.observation(result.states)
     misfit = masked_mean_squared_error(predicted, observations, observed)
     return misfit, None
+
+
+#: Time points per trajectory at which models are compared (evenly strided on longer
+#: series): enough to rank fits, and a fixed cost on a series of 10^6 points.
+EVALUATION_POINTS = 10_000
+
+
+def evaluate_model(
+    problem: TrainingProblem, model: ODEModel, solver: SolverSettings
+) -> tuple[float, str | None]:
+    """The misfit by which fits are ranked (inf when the solve failed) and the failure."""
+    with torch.no_grad():
+        loss, failure = trajectory_misfit(problem, model, solver, EVALUATION_POINTS)
+    value = float(loss)
+    return (value if math.isfinite(value) else math.inf), failure

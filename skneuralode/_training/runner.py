@@ -7,17 +7,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import torch
-
 from .._problem import TrainingProblem
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import StageInterrupted, StageResult
-from .misfit import trajectory_misfit
-
-#: Time points per trajectory at which the runner compares models (evenly strided on
-#: longer series): enough to rank fits, and a fixed cost on a series of 10^6 points.
-EVALUATION_POINTS = 10_000
+from .misfit import evaluate_model
 
 
 @dataclass(frozen=True)
@@ -51,15 +45,6 @@ class TrainingReport:
         return sum(result.n_iter for result in self.results)
 
 
-def _evaluate(
-    problem: TrainingProblem, model: ODEModel, context: StageContext
-) -> tuple[float, str | None]:
-    with torch.no_grad():
-        loss, failure = trajectory_misfit(problem, model, context.solver, EVALUATION_POINTS)
-    value = float(loss)
-    return (value if math.isfinite(value) else math.inf), failure
-
-
 def _interrupted_result(stage: TrainingStage, interrupt: KeyboardInterrupt) -> StageResult:
     if isinstance(interrupt, StageInterrupted):
         return interrupt.result
@@ -88,7 +73,7 @@ def train(
     kept. An interrupt during an evaluation leaves that model out of the comparison.
     """
     best_loss, failure = (
-        _evaluate(problem, model, context) if model_is_trained else (math.inf, None)
+        evaluate_model(problem, model, context.solver) if model_is_trained else (math.inf, None)
     )
     current_loss = best_loss
     best_state, kept_after = copy.deepcopy(model.state_dict()), "start"
@@ -113,7 +98,7 @@ def train(
             results.append(_interrupted_result(stage, interrupt))
             interrupted_in = stage.name
         try:
-            loss, stage_failure = _evaluate(problem, model, context)
+            loss, stage_failure = evaluate_model(problem, model, context.solver)
         except KeyboardInterrupt:
             if not keep_best_on_interrupt:
                 raise
