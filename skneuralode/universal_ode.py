@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -36,6 +37,9 @@ from ._vector_fields import ODEModel, feature_statistics
 from .neural_ode import observed_reference_states
 
 _MIN_AUTO_PENALTY = 1e-3  # scaled units: 0.1 % of the field's variance
+#: Shooting's checks end it only once the whole trajectories explain half the variance
+#: (see ShootingStage.checks_decide_below).
+_SHOOTING_CHECKS_DECIDE_BELOW = 0.5
 
 
 class UniversalODERegressor(BaseODERegressor):
@@ -389,6 +393,12 @@ class UniversalODERegressor(BaseODERegressor):
                 choose_weight_decay=self.network_weight_decay == "auto",
             )
             stages = [polish if isinstance(stage, PolishStage) else stage for stage in stages]
+        stages = [
+            replace(stage, checks_decide_below=_SHOOTING_CHECKS_DECIDE_BELOW)
+            if isinstance(stage, ShootingStage)
+            else stage
+            for stage in stages
+        ]
         stages = _shooting_as_rescue(stages) if self.shooting == "auto" else stages
         has_network = bool(self.hidden_layer_sizes)
         if self.physics_first and self.collocation and self.params and has_network:

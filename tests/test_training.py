@@ -379,7 +379,13 @@ def test_shooting_that_cannot_improve_on_its_start_ends_after_patience_checks(
     """The fit shooting starts from is the first checked one: a stage that does not
     improve on it (here: steps of size zero) ends after ``check_patience`` checks."""
     model = fresh_model(problem)
-    stage = ShootingStage(max_iter=500, learning_rate=0.0, check_every=10, check_patience=2)
+    stage = ShootingStage(
+        max_iter=500,
+        learning_rate=0.0,
+        check_every=10,
+        check_patience=2,
+        checks_decide_below=math.inf,  # the fresh field is far off: decide anyway
+    )
     result = stage.run(replace(problem, noise_variance=0.01), model, context())
     assert result.status == "converged"
     assert result.n_iter == 2 * 10  # checks at steps 0 (the start), 10 and 20
@@ -512,3 +518,20 @@ def test_poor_fit_remedies_follow_the_settings() -> None:
     assert "polish=True" not in poor_fit_remedies(converged, "auto", True)
     assert "a larger max_iter" in poor_fit_remedies(ended, True, True)
     assert "a larger max_iter" not in poor_fit_remedies(converged, True, True)
+
+
+def test_idle_checks_decide_only_once_the_fit_is_close(problem: TrainingProblem) -> None:
+    """Far from the data (a fresh field) idle checks do not end the stage when asked to
+    decide only below a misfit the fit has not reached; they do once it is reached."""
+    model = fresh_model(problem)
+    parameters = list(model.parameters())
+    start = trajectory_loss(problem, model)
+    far = TrajectoryCheck(problem, model, SOLVER, patience=2, decisive_below=start / 2)
+    near = TrajectoryCheck(problem, model, SOLVER, patience=2, decisive_below=start * 2)
+    always = TrajectoryCheck(problem, model, SOLVER, patience=2)
+    for check in (far, near, always):
+        check.start_from(parameters)
+    # the model does not change: every later check is idle
+    assert [far.should_stop(step, parameters) for step in (1, 2, 3)] == [False] * 3
+    assert [near.should_stop(step, parameters) for step in (1, 2)] == [False, True]
+    assert [always.should_stop(step, parameters) for step in (1, 2)] == [False, True]

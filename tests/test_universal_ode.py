@@ -525,3 +525,15 @@ def test_auto_shooting_is_a_rescue_of_the_polish(setting: dict, expected: list[s
     (True), it runs between collocation and the polish; without a polish it stays."""
     estimator = UniversalODERegressor(known=decay, params={"k": 1.0}, **setting)
     assert [type(stage).__name__ for stage in estimator._stages()] == expected
+
+
+def test_ude_shooting_checks_decide_only_near_the_data() -> None:
+    """A UDE's shooting is not ended by idle full-trajectory checks while the whole
+    trajectory is far off (its parameters bring it into phase only at the end); a neural
+    ODE's is (its checks stop it fitting the noise of a few points)."""
+    rescue = UniversalODERegressor(known=decay, params={"k": 1.0})._stages()[-1]
+    forced = UniversalODERegressor(known=decay, params={"k": 1.0}, shooting=True)._stages()
+    neural = NeuralODERegressor()._stages()
+    assert rescue.shooting.checks_decide_below == pytest.approx(0.5)
+    assert [s.checks_decide_below for s in forced if s.name == "shooting"] == [0.5]
+    assert [s.checks_decide_below for s in neural if s.name == "shooting"] == [math.inf]
