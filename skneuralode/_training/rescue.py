@@ -6,8 +6,9 @@ time. Where collocation lands far off (sparse, fast or very noisy stretches bias
 derivative estimates), the polish of an oscillating trajectory can stop in a local
 minimum. Shooting on short segments does not, but only from the collocation start: from
 the polish's local minimum it stays there (noisy irregular cubic spiral, known structure,
-no network: R^2 0.15 either way). So the rescue goes back to the polish's start, shoots,
-polishes again, and keeps whichever of the two polished fits is closer to the data.
+no network, rotation started reversed: R^2 0.15 either way). So the rescue goes back
+to the polish's start, shoots, polishes again, and keeps whichever of the two polished
+fits is closer to the data.
 """
 
 from __future__ import annotations
