@@ -19,7 +19,7 @@ from skneuralode._solve import SolverSettings
 from skneuralode._spec import ModelSpec
 from skneuralode._training import StageContext, TrainingReport, TrainingStage, train
 from skneuralode._training.collocation import CollocationStage
-from skneuralode._training.loop import LoopSettings, StageResult, optimise
+from skneuralode._training.loop import LoopSettings, StageInterrupted, StageResult, optimise
 from skneuralode._training.misfit import trajectory_misfit
 from skneuralode._training.polish import PolishStage
 from skneuralode._training.progress import TrajectoryCheck
@@ -535,3 +535,24 @@ def test_idle_checks_decide_only_once_the_fit_is_close(problem: TrainingProblem)
     assert [far.should_stop(step, parameters) for step in (1, 2, 3)] == [False] * 3
     assert [near.should_stop(step, parameters) for step in (1, 2)] == [False, True]
     assert [always.should_stop(step, parameters) for step in (1, 2)] == [False, True]
+
+
+class InterruptedShooting(ShootingStage):
+    """Shooting that the user interrupts at once."""
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        Sabotage().run(problem, model, context)
+        raise StageInterrupted(StageResult(self.name, 0, math.nan, "interrupted"))
+
+
+def test_an_interrupted_rescue_puts_the_polished_fit_back(problem: TrainingProblem) -> None:
+    expected = fresh_model(problem)
+    torch.manual_seed(1)
+    Sabotage().run(problem, expected, context())  # what the first (sabotaging) polish does
+    model = fresh_model(problem)
+    rescue = RescuedPolishStage(Recorded(sabotaged=(0,)), InterruptedShooting(only_if_needed=True))
+    torch.manual_seed(1)
+    with pytest.raises(StageInterrupted):
+        rescue.run(problem, model, context())
+    for name, value in parameters_of(expected).items():
+        assert torch.equal(model.state_dict()[name], value), name

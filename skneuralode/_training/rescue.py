@@ -39,6 +39,9 @@ class RescuedPolishStage(TrainingStage):
         The full-trajectory polish.
     shooting : ShootingStage
         The rescue, run from the polish's start.
+
+    The result counts the steps of every run. An interrupt during the rescue puts the
+    first polished fit back before it propagates.
     """
 
     polish: TrainingStage
@@ -57,21 +60,24 @@ class RescuedPolishStage(TrainingStage):
             return polished
         polished_state = copy.deepcopy(model.state_dict())
         model.load_state_dict(start)
-        shot = self.shooting.run(problem, model, context)
-        again = self.polish.run(problem, model, context)
+        try:
+            shot = self.shooting.run(problem, model, context)
+            again = self.polish.run(problem, model, context)
+        except KeyboardInterrupt:
+            model.load_state_dict(polished_state)  # the best finished fit of this stage
+            raise
         rescued_loss, _ = evaluate_model(problem, model, context.solver)
         steps = f"{shot.n_iter} shooting steps ({shot.status}), then the polish again"
+        n_iter = polished.n_iter + shot.n_iter + again.n_iter
         if rescued_loss < polished_loss:
             message = (
                 f"the polished fit was far from the data (scaled MSE {polished_loss:.3g}); "
                 f"{steps} reached {rescued_loss:.3g}"
             )
-            return StageResult(
-                self.name, polished.n_iter + again.n_iter, again.loss, again.status, message
-            )
+            return StageResult(self.name, n_iter, again.loss, again.status, message)
         model.load_state_dict(polished_state)
         message = (
             f"the polished fit was far from the data (scaled MSE {polished_loss:.3g}); "
             f"{steps} did no better ({rescued_loss:.3g}), so the first polish was kept"
         )
-        return StageResult(self.name, polished.n_iter, polished.loss, polished.status, message)
+        return StageResult(self.name, n_iter, polished.loss, polished.status, message)
