@@ -11,6 +11,7 @@ constructor arguments, so ``set_params`` after a fit changes nothing until the n
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -84,6 +85,9 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
     )
     #: First guess of hidden states (see :func:`~skneuralode._problem.build_problem`).
     _hidden_guess: ClassVar[str] = "constant"
+    #: Idle full-trajectory checks end shooting only below this misfit (see
+    #: ShootingStage.checks_decide_below): always for a neural ODE.
+    _shooting_checks_decide_below: ClassVar[float] = math.inf
     #: The kind of field this estimator fits.
     _field_spec_type: ClassVar[type[FieldSpec]] = FieldSpec
     #: Marks the classes the safe file format may instantiate.
@@ -176,6 +180,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
                     n_iter_no_change=self.n_iter_no_change,
                     grow_segments=self._setting("shooting_segment_growth"),
                     only_if_needed=self.shooting == "auto",
+                    checks_decide_below=self._shooting_checks_decide_below,
                 )
             )
         if self.polish:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from numbers import Real
 from typing import Any, ClassVar
 
@@ -37,9 +36,6 @@ from ._vector_fields import ODEModel, feature_statistics
 from .neural_ode import observed_reference_states
 
 _MIN_AUTO_PENALTY = 1e-3  # scaled units: 0.1 % of the field's variance
-#: Shooting's checks end it only once the whole trajectories explain half the variance
-#: (see ShootingStage.checks_decide_below).
-_SHOOTING_CHECKS_DECIDE_BELOW = 0.5
 
 
 class UniversalODERegressor(BaseODERegressor):
@@ -384,6 +380,9 @@ class UniversalODERegressor(BaseODERegressor):
         "params_std_",
         "identifiability_",
     }
+    #: Its few physical parameters bring a whole trajectory into phase only at the end of
+    #: shooting: the checks decide once the fit explains half the variance.
+    _shooting_checks_decide_below: ClassVar[float] = 0.5
 
     # ----------------------------------------------------------------- subclass hooks
     def _stages(self) -> list[TrainingStage]:
@@ -394,12 +393,6 @@ class UniversalODERegressor(BaseODERegressor):
                 choose_weight_decay=self.network_weight_decay == "auto",
             )
             stages = [polish if isinstance(stage, PolishStage) else stage for stage in stages]
-        stages = [
-            replace(stage, checks_decide_below=_SHOOTING_CHECKS_DECIDE_BELOW)
-            if isinstance(stage, ShootingStage)
-            else stage
-            for stage in stages
-        ]
         stages = _shooting_as_rescue(stages) if self.shooting == "auto" else stages
         has_network = bool(self.hidden_layer_sizes)
         if self.physics_first and self.collocation and self.params and has_network:
