@@ -175,6 +175,14 @@ class NeuralField(nn.Module):
         self.network = network
         self.input_scaler = input_scaler
 
+    @property
+    def dtype_agnostic(self) -> bool:
+        """Whether the field computes in whatever dtype its parameters have: no user code
+        (a ``feature_map``) that may build tensors of a fixed dtype runs inside it, so a
+        float32 copy of it can be trained (see :class:`~skneuralode._training.collocation.
+        CollocationStage`)."""
+        return self.inputs.feature_map is None
+
     def forward(
         self, t: torch.Tensor, z: torch.Tensor, u: torch.Tensor | None = None
     ) -> torch.Tensor:

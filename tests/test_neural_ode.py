@@ -299,7 +299,8 @@ def test_compiled_field_trains_the_same_model_and_is_not_kept(oscillator) -> Non
     assert type(compiled.module_.field) is type(eager.module_.field)  # the plain module back
     assert vars(compiled.module_.field).keys() == vars(eager.module_.field).keys()
     assert [r.n_iter for r in compiled.stage_results_] == [20, 20]
-    assert_allclose(compiled.predict(t), eager.predict(t), rtol=1e-6, atol=1e-8)
+    # Collocation computes in float32 (compiled kernels round differently there).
+    assert_allclose(compiled.predict(t), eager.predict(t), rtol=1e-5, atol=1e-7)
     restored = pickle.loads(pickle.dumps(compiled))
     assert_array_equal(restored.predict(t), compiled.predict(t))
 

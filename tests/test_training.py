@@ -556,3 +556,62 @@ def test_an_interrupted_rescue_puts_the_polished_fit_back(problem: TrainingProbl
         rescue.run(problem, model, context())
     for name, value in parameters_of(expected).items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+# ------------------------------------------------------------- collocation's working dtype
+def dtypes_seen_by(module: torch.nn.Module) -> list[torch.dtype]:
+    """Record the dtype of every input ``module`` is called with (copies record too)."""
+    seen: list[torch.dtype] = []
+    module.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0].dtype))
+    return seen
+
+
+def test_collocation_computes_in_float32_and_writes_the_field_back(
+    problem: TrainingProblem,
+) -> None:
+    reduced, full = fresh_model(problem), fresh_model(problem)
+    before = trajectory_loss(problem, reduced)
+    seen = dtypes_seen_by(reduced.field.network)
+    CollocationStage(max_iter=100).run(problem, reduced, context())
+    assert seen.count(torch.float32) == 100  # every step; trajectory checks see float64
+    assert all(value.dtype == torch.float64 for value in reduced.state_dict().values())
+    CollocationStage(max_iter=100, working_dtype=None).run(problem, full, context())
+    # The same fit, up to float32 rounding carried through 100 steps.
+    assert trajectory_loss(problem, reduced) < 0.5 * before
+    assert trajectory_loss(problem, reduced) == pytest.approx(
+        trajectory_loss(problem, full), rel=1e-2
+    )
+
+
+def test_collocation_of_a_field_with_user_code_keeps_the_models_dtype(
+    oscillator: tuple[np.ndarray, np.ndarray],
+) -> None:
+    seen: list[torch.dtype] = []
+
+    def identity_features(states: torch.Tensor) -> torch.Tensor:
+        seen.append(states.dtype)
+        return states
+
+    t, y = oscillator
+    NeuralODERegressor(
+        feature_map=identity_features, max_iter=5, shooting=False, random_state=0
+    ).fit(t, y)
+    assert seen and set(seen) == {torch.float64}
+
+
+def test_interrupted_float32_collocation_leaves_its_progress_in_the_model(
+    problem: TrainingProblem,
+) -> None:
+    model = fresh_model(problem)
+    start = parameters_of(model)
+
+    def interrupt_at_step_30(entry: dict) -> bool:
+        if entry["iteration"] == 30:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(StageInterrupted):
+        CollocationStage(max_iter=100).run(problem, model, context((interrupt_at_step_30,)))
+    network = {k: v for k, v in parameters_of(model).items() if "network" in k}
+    assert all(torch.isfinite(value).all() for value in network.values())
+    assert any(not torch.equal(value, start[name]) for name, value in network.items())

@@ -6,10 +6,16 @@ is the two-stage method (Varah 1982; Roesch et al. 2021 for neural ODEs): second
 of minutes, and it lands near the optimum that trajectory fitting then refines. The loss
 is a Huber loss so that the few derivative estimates that are mostly error — undersampled
 stretches, the ends of a series — do not dominate it.
+
+A float64 model whose field is free of user code is trained as a float32 copy that is
+written back into the model (before every trajectory check and at the end): the targets
+are estimates whose error is far above float32's rounding, and a step of the default
+network costs ~0.6x (seed spiral, 1000 steps: the same R^2, 0.9984).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,13 +25,17 @@ from .._losses import masked_huber
 from .._problem import TrainingProblem
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
-from .loop import LoopSettings, StageResult, optimise
+from .loop import LoopSettings, StageInterrupted, StageResult, optimise
 from .progress import TrajectoryCheck
 from .tolerance import noise_matched
 
 
 class _CollocationObjective:
-    """Huber misfit between ``field(z)`` and ``dz/ds`` on a mini-batch of pairs."""
+    """Huber misfit between ``field(z)`` and ``dz/ds`` on a mini-batch of pairs.
+
+    With a ``working_dtype`` other than the model's, the steps update a copy of the model
+    in that dtype, and :meth:`publish` writes the copy's field into the model.
+    """
 
     def __init__(
         self,
@@ -34,6 +44,7 @@ class _CollocationObjective:
         batch_size: int,
         huber_delta: float,
         generator: torch.Generator,
+        working_dtype: torch.dtype | None = None,
     ) -> None:
         n_states = problem.n_states
         n_total = model.n_total_states
@@ -42,28 +53,34 @@ class _CollocationObjective:
         states = problem.smoothed_states.reshape(-1, n_states)[keep]
         augmented = states.new_zeros(states.shape[0], n_total - n_states)
         trajectory = problem.trajectory_index()[:, None].expand(problem.times.shape)
+        times = problem.times.reshape(-1)[keep]
+        inputs = problem.inputs_at(times, trajectory.reshape(-1)[keep])
+        n_inputs = 0 if inputs is None else inputs.shape[-1]
         # Everything a pair holds, side by side, so a mini-batch is ONE row gather:
-        # [states + augmented zeros | rates | weight | time | trajectory],
-        # (n_pairs, n_total + 2 n_states + 2)
-        self.pairs = torch.cat(
-            [
-                states,
-                augmented,
-                problem.smoothed_derivatives.reshape(-1, n_states)[keep],
-                weight[keep],
-                problem.times.reshape(-1, 1)[keep],
-                trajectory.reshape(-1, 1)[keep].to(states.dtype),
-            ],
-            dim=1,
+        # [states + augmented zeros | rates | weight | time | inputs],
+        # (n_pairs, n_total + 2 n_states + 1 + n_inputs)
+        pairs = [
+            states,
+            augmented,
+            problem.smoothed_derivatives.reshape(-1, n_states)[keep],
+            weight[keep],
+            times[:, None],
+        ]
+        self.work = model
+        if working_dtype not in (None, model.initial_states.dtype):
+            self.work = copy.deepcopy(model).to(dtype=working_dtype)
+        self.pairs = torch.cat(pairs if inputs is None else [*pairs, inputs], dim=1).to(
+            self.work.initial_states.dtype
         )
+        time_column = n_total + 2 * n_states
         self.columns = {
             "states": slice(0, n_total),
             "rates": slice(n_total, n_total + n_states),
-            "weight": slice(n_total + n_states, n_total + 2 * n_states),
-            "times": n_total + 2 * n_states,
-            "trajectory": n_total + 2 * n_states + 1,
+            "weight": slice(n_total + n_states, time_column),
+            "times": time_column,
+            "inputs": slice(time_column + 1, time_column + 1 + n_inputs),
         }
-        self.problem = problem
+        self.has_inputs = inputs is not None
         self.model = model
         self.n_states = n_states
         n_pairs = self.pairs.shape[0]
@@ -74,7 +91,16 @@ class _CollocationObjective:
         self.generator = generator
 
     def parameters(self) -> list[torch.Tensor]:
-        return list(self.model.field.parameters())
+        return list(self.work.field.parameters())
+
+    def publish(self) -> None:
+        """Write the working copy's field into the model (nothing to do without one)."""
+        if self.work is self.model:
+            return
+        with torch.no_grad():
+            pairs = zip(self.model.field.parameters(), self.parameters(), strict=True)
+            for parameter, working in pairs:
+                parameter.copy_(working)
 
     def loss(self) -> torch.Tensor:
         if self.full_batch:
@@ -89,15 +115,12 @@ class _CollocationObjective:
             batch = self.pairs.index_select(0, rows)  # (batch_size, n_columns)
         columns = self.columns
         times, states = batch[:, columns["times"]], batch[:, columns["states"]]
-        inputs = ()
-        if self.problem.inputs is not None:
-            trajectories = batch[:, columns["trajectory"]].long()
-            inputs = (self.problem.inputs_at(times, trajectories),)
-        predicted = self.model.field(times, states, *inputs)[:, : self.n_states]
+        inputs = (batch[:, columns["inputs"]],) if self.has_inputs else ()
+        predicted = self.work.field(times, states, *inputs)[:, : self.n_states]
         misfit = masked_huber(
             predicted, batch[:, columns["rates"]], batch[:, columns["weight"]], self.huber_delta
         )
-        return misfit + self.model.regularisation(times, states, *inputs)
+        return misfit + self.work.regularisation(times, states, *inputs)
 
 
 @dataclass
@@ -128,6 +151,10 @@ class CollocationStage(TrainingStage):
         Check only when the estimated noise variance (scaled units) exceeds this: on
         clean data the derivative regression does not overfit, and the checks' tight
         solves cost as much as the stage (seed spiral, 1000 points: 4.2 -> 8.1 CPU s).
+    working_dtype : torch.dtype or None
+        The dtype the steps compute in when the model is float64 and its field is
+        ``dtype_agnostic`` (free of user code); None: the model's. The model keeps its
+        dtype: the working copy's field is written into it.
     """
 
     max_iter: int = 1000
@@ -139,6 +166,7 @@ class CollocationStage(TrainingStage):
     check_every: int = 100
     check_patience: int = 3
     check_above_noise: float = 1e-4
+    working_dtype: torch.dtype | None = torch.float32
     name: str = "collocation"
     divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate"
 
@@ -152,7 +180,12 @@ class CollocationStage(TrainingStage):
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         objective = _CollocationObjective(
-            problem, model, self.batch_size, self.huber_delta, context.generator
+            problem,
+            model,
+            self.batch_size,
+            self.huber_delta,
+            context.generator,
+            self._working_dtype(model),
         )
         settings = LoopSettings(
             max_iter=self.max_iter,
@@ -168,4 +201,15 @@ class CollocationStage(TrainingStage):
             check = TrajectoryCheck(
                 problem, model, solver, every=self.check_every, patience=self.check_patience
             )
-        return optimise(objective, settings, context.monitor, self.name, check)
+        try:
+            result = optimise(objective, settings, context.monitor, self.name, check)
+        except StageInterrupted:
+            objective.publish()  # the last parameters with a finite loss
+            raise
+        objective.publish()  # the best checked ones may have been put back into the copy
+        return result
+
+    def _working_dtype(self, model: ODEModel) -> torch.dtype | None:
+        agnostic = bool(getattr(model.field, "dtype_agnostic", False))
+        is_float64 = model.initial_states.dtype == torch.float64
+        return self.working_dtype if agnostic and is_float64 else None
