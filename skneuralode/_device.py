@@ -33,8 +33,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``"auto"`` is float64 on the CPU (accurate; the collocation warm start of a neural
-    field computes in float32 anyway) and float32 on a GPU (where float64 is many times
+    """``"auto"`` is float64 on the CPU (accurate; on clean data the collocation warm start
+    of a neural field computes in float32) and float32 on a GPU (where float64 is many times
     slower)."""
     if dtype == "auto":
         return torch.float32 if device.type == "cuda" else torch.float64

@@ -117,9 +117,10 @@ class NeuralODERegressor(BaseODERegressor):
         "Performance").
     dtype : {"auto", "float32", "float64"}, default="auto"
         "auto" is float64 on the CPU and float32 on a GPU. The model, shooting, the
-        polish and predictions compute in it; the collocation warm start of a float64
-        model computes in float32 (its targets are estimates far coarser than float32's
-        rounding; a step costs ~0.6x), unless a ``feature_map`` runs inside the field.
+        polish and predictions compute in it; on clean data the collocation warm start
+        of a float64 model computes in float32 (its targets are estimates far coarser
+        than float32's rounding; a step costs ~0.6x), unless a ``feature_map`` runs
+        inside the field.
     verbose : int, default=0
         1 shows a progress bar per stage with its loss.
     warm_start : bool, default=False

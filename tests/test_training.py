@@ -583,6 +583,26 @@ def test_collocation_computes_in_float32_and_writes_the_field_back(
     )
 
 
+def test_collocation_on_noisy_data_keeps_the_models_dtype(
+    oscillator: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """With trajectory checks (noisy data) the steps compute in float64, as the checks."""
+    t, y = oscillator
+    noisy = y + 0.1 * y.std(axis=0) * np.random.default_rng(0).standard_normal(y.shape)
+    noisy_problem = build_problem(
+        validate_trajectories(t, noisy),
+        device=torch.device("cpu"),
+        dtype=torch.float64,
+        relative_noise=None,
+    )
+    stage = CollocationStage(max_iter=20)
+    assert noisy_problem.noise_variance > stage.check_above_noise
+    model = fresh_model(noisy_problem)
+    seen = dtypes_seen_by(model.field.network)
+    stage.run(noisy_problem, model, context())
+    assert seen and set(seen) == {torch.float64}
+
+
 def test_collocation_of_a_field_with_user_code_keeps_the_models_dtype(
     oscillator: tuple[np.ndarray, np.ndarray],
 ) -> None:

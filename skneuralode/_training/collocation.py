@@ -7,10 +7,14 @@ of minutes, and it lands near the optimum that trajectory fitting then refines. 
 is a Huber loss so that the few derivative estimates that are mostly error — undersampled
 stretches, the ends of a series — do not dominate it.
 
-A float64 model whose field is free of user code is trained as a float32 copy that is
-written back into the model (before every trajectory check and at the end): the targets
-are estimates whose error is far above float32's rounding, and a step of the default
-network costs ~0.6x (seed spiral, 1000 steps: the same R^2, 0.9984).
+On clean data, where the steps are the whole cost of the stage, a float64 model whose
+field is free of user code is trained as a float32 copy that is written back into the
+model: the targets are estimates whose error is far above float32's rounding, and a
+step of the default network on 1000 pairs costs ~0.6x (seed spiral, 1000 steps: the same
+R^2, 0.9984). On noisy data the trajectory checks cost more than the steps and choose
+the checkpoint; float32 rounding there changed which one without saving time (irregular
+noisy spiral, collocation alone, seeds 0 and 2-5), so the stage computes in the model's
+dtype.
 """
 
 from __future__ import annotations
@@ -152,9 +156,10 @@ class CollocationStage(TrainingStage):
         clean data the derivative regression does not overfit, and the checks' tight
         solves cost as much as the stage (seed spiral, 1000 points: 4.2 -> 8.1 CPU s).
     working_dtype : torch.dtype or None
-        The dtype the steps compute in when the model is float64 and its field is
-        ``dtype_agnostic`` (free of user code); None: the model's. The model keeps its
-        dtype: the working copy's field is written into it.
+        The dtype the steps compute in when no trajectory checks run (clean data), the
+        model is float64 and its field is ``dtype_agnostic`` (free of user code); None:
+        the model's. The model keeps its dtype: the working copy's field is written into
+        it (at the end, and before a check or an interrupt leaves the stage).
     """
 
     max_iter: int = 1000
@@ -179,20 +184,6 @@ class CollocationStage(TrainingStage):
         return None
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
-        objective = _CollocationObjective(
-            problem,
-            model,
-            self.batch_size,
-            self.huber_delta,
-            context.generator,
-            self._working_dtype(model),
-        )
-        settings = LoopSettings(
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            tol=self.tol,
-            n_iter_no_change=self.n_iter_no_change,
-        )
         solver = noise_matched(
             context.solver, problem.noise_variance, TrajectoryCheck.largest_trusted_noise
         )
@@ -201,6 +192,20 @@ class CollocationStage(TrainingStage):
             check = TrajectoryCheck(
                 problem, model, solver, every=self.check_every, patience=self.check_patience
             )
+        objective = _CollocationObjective(
+            problem,
+            model,
+            self.batch_size,
+            self.huber_delta,
+            context.generator,
+            None if check is not None else self._working_dtype(model),
+        )
+        settings = LoopSettings(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+        )
         try:
             result = optimise(objective, settings, context.monitor, self.name, check)
         except StageInterrupted:
