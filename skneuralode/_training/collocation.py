@@ -29,7 +29,7 @@ from .._losses import masked_huber
 from .._problem import TrainingProblem
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
-from .loop import LoopSettings, StageInterrupted, StageResult, optimise
+from .loop import LoopSettings, StageResult, optimise
 from .progress import TrajectoryCheck
 from .tolerance import noise_matched
 
@@ -206,13 +206,7 @@ class CollocationStage(TrainingStage):
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
         )
-        try:
-            result = optimise(objective, settings, context.monitor, self.name, check)
-        except StageInterrupted:
-            objective.publish()  # the last parameters with a finite loss
-            raise
-        objective.publish()  # the best checked ones may have been put back into the copy
-        return result
+        return optimise(objective, settings, context.monitor, self.name, check)
 
     def _working_dtype(self, model: ODEModel) -> torch.dtype | None:
         agnostic = bool(getattr(model.field, "dtype_agnostic", False))

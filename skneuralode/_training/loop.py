@@ -186,7 +186,9 @@ def _lbfgs_step(
 
 def publish(objective: Objective) -> None:
     """Let ``objective`` write into the model what it keeps aside (e.g. the start states
-    of shooting segments), if it can (an optional ``publish()`` method)."""
+    of shooting segments, a working copy's field), if it can (an optional ``publish()``
+    method). The loop publishes before every check and whenever it ends, interrupted or
+    not, with the parameters it leaves in place."""
     method = getattr(objective, "publish", None)
     if method is not None:
         method()
@@ -285,6 +287,7 @@ def optimise(
                     break
     except KeyboardInterrupt as interrupt:
         _restore(parameters, good_state)
+        publish(objective)
         monitor.end_stage("interrupted")
         message = f"interrupted by the user at step {step} of {settings.max_iter}"
         result = StageResult(stage, step, window_mean, "interrupted", message)
@@ -293,7 +296,8 @@ def optimise(
         monitor.end_stage("failed")  # close the progress bar; the caller handles the error
         raise
     if check is not None and status != "diverged":
-        publish(objective)
+        publish(objective)  # the check integrates the model
         check.keep_best(parameters)
+    publish(objective)
     monitor.end_stage(status)
     return StageResult(stage, step, window_mean, status, message)

@@ -375,7 +375,6 @@ class ShootingStage(TrainingStage):
             )
             check.start_from(objective.parameters())  # the fit shooting starts from
             result = optimise(objective, settings, context.monitor, self.name, check)
-            objective.publish()
             steps_taken += result.n_iter
             steps_left -= result.n_iter
             can_grow = self.grow_segments and length < longest and steps_left > 0
