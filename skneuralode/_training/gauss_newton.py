@@ -10,7 +10,8 @@ at once: a dozen iterations reach what L-BFGS reaches in a hundred.
 
 The objective is the polish stage's, written as least squares: the masked mean squared
 trajectory error, the minimal-norm penalty of the network's term and the weight decay
-of its weights (:meth:`~skneuralode._hybrid_field.HybridField.penalty_terms`). With
+of its weights (:meth:`~skneuralode._hybrid_field.HybridField.penalty_terms`), and
+a prior on the term's curvature in time (:mod:`.smoothness`). With
 fewer residuals than parameters each step solves its linear system in residual space
 (Woodbury), so a 64-64 network costs no more than a 16-16 one.
 """
@@ -29,6 +30,7 @@ from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import StageResult
 from .polish import TRIAL_EXTRA_STEPS, TRIAL_STEP_FACTOR, PolishStage
+from .smoothness import curvature_residuals, smoothness_weight
 
 #: Smallest Marquardt scale, relative to the mean one (columns the residuals do not
 #: depend on, such as known initial states, still get a positive damping).
@@ -75,7 +77,13 @@ class _Linearisation:
 class _Residuals:
     """The polish objective as a residual vector of the flattened parameters."""
 
-    def __init__(self, problem: TrainingProblem, model: ODEModel, solver: SolverSettings) -> None:
+    def __init__(
+        self,
+        problem: TrainingProblem,
+        model: ODEModel,
+        solver: SolverSettings,
+        smoothness: float = 0.0,
+    ) -> None:
         self.problem = problem
         self.model = model
         self.solver = solver
@@ -94,6 +102,7 @@ class _Residuals:
         self.n_data = 0
         observed = problem.observed
         self.data_weight = (observed / observed.sum().clamp_min(1.0)).sqrt()
+        self.smoothness = smoothness
         self.first_steps: int | None = None
         self.failure: str | None = None
 
@@ -135,6 +144,10 @@ class _Residuals:
         penalty, _ = model.field.penalty_terms(
             problem.times, self.penalty_states, self.penalty_inputs
         )
+        curvature = curvature_residuals(
+            model.field, problem.times, self.penalty_states, self.penalty_inputs, self.smoothness
+        )
+        penalty = torch.cat([penalty, curvature])
         finite = bool(torch.isfinite(data).all()) and bool(torch.isfinite(penalty).all())
         return (data, penalty) if finite else None
 
@@ -217,6 +230,10 @@ class GaussNewtonStage(TrainingStage):
     max_residuals : int
         Most observed values for a Jacobian (it holds one row per value): a larger
         problem is polished by L-BFGS (:class:`~.polish.PolishStage`) instead.
+    smoothness : "auto" or float
+        Weight of the prior on the network term's curvature in time along the smoothed
+        data (:mod:`~.smoothness`), scaled units; "auto" is a fraction of the estimated
+        noise variance.
     """
 
     max_iter: int = 100
@@ -227,6 +244,7 @@ class GaussNewtonStage(TrainingStage):
     max_rejections: int = 8
     choose_weight_decay: bool = False
     max_residuals: int = 2000
+    smoothness: str | float = 0.0
     name: str = "polish"
     divergence_remedy: ClassVar[str] = "polish=False"
 
@@ -235,7 +253,8 @@ class GaussNewtonStage(TrainingStage):
         if n_observed > self.max_residuals:
             fallback = PolishStage(max_iter=self.max_iter, name=self.name)
             return fallback.run(problem, model, context)
-        target = _Residuals(problem, model, context.solver)
+        smoothness = smoothness_weight(self.smoothness, problem.noise_variance)
+        target = _Residuals(problem, model, context.solver, smoothness)
         meaningful = self.min_chi2_decrease * problem.noise_variance / max(n_observed, 1.0)
         monitor = context.monitor
         monitor.start_stage(self.name, self.max_iter)
