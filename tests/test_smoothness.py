@@ -4,6 +4,7 @@ curvature in time, and ``network_smoothness`` of the universal ODE that sets it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,81 +12,111 @@ import torch
 from torch import nn
 
 from skneuralode import UniversalODERegressor
+from skneuralode._training import gauss_newton
+from skneuralode._training.gauss_newton import GaussNewtonStage
 from skneuralode._training.smoothness import (
     AUTO_SMOOTHNESS,
     curvature_residuals,
+    path_parameter,
+    relaxed_weight,
     smoothness_weight,
 )
 from skneuralode.datasets import make_lotka_volterra
 
 
-class LinearTermField(nn.Module):
-    """A stand-in hybrid field whose network term is ``matrix @ z`` on every output."""
+class StandInField(nn.Module):
+    """A stand-in hybrid field whose network term is ``term(z)`` on every output."""
 
-    def __init__(self, matrix: torch.Tensor, has_network: bool = True) -> None:
+    def __init__(
+        self, term: Callable[[torch.Tensor], torch.Tensor], n_states: int = 2, network: bool = True
+    ) -> None:
         super().__init__()
-        self.matrix = matrix
-        self.has_network = has_network
-        self.output_mask = torch.ones(matrix.shape[0], dtype=matrix.dtype)
+        self.term = term
+        self.n_states = n_states
+        self.has_network = network
+        self.output_mask = torch.ones(n_states, dtype=torch.float64)
 
     def network_rates(
         self, t: torch.Tensor, z: torch.Tensor, u: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return z @ self.matrix.T
+        return self.term(z)
+
+
+MATRIX = torch.tensor([[1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64)
+
+
+def linear_term(z: torch.Tensor) -> torch.Tensor:
+    return z @ MATRIX.T
+
+
+def quadratic_term(z: torch.Tensor) -> torch.Tensor:
+    return torch.stack([3.0 * z[..., 0] ** 2, -(z[..., 0] ** 2)], dim=-1)
 
 
 def uneven_times() -> torch.Tensor:
     return torch.tensor([[0.0, 0.1, 0.35, 0.4, 0.9, 1.3]], dtype=torch.float64)
 
 
+def straight_path(along: torch.Tensor) -> torch.Tensor:
+    """States on a straight line through (-1, 0.5), ``along`` units along it."""
+    return torch.stack([-1.0 + 0.6 * along, 0.5 - 0.8 * along], dim=-1)
+
+
+class TestPathParameter:
+    def test_ends_at_the_time_span_and_padding_adds_nothing(self) -> None:
+        times = torch.tensor([[0.5, 1.0, 2.5, 2.5]], dtype=torch.float64)
+        states = straight_path(torch.tensor([[0.0, 3.0, 4.0, 9.0]], dtype=torch.float64))
+        arc = path_parameter(times, states)
+        np.testing.assert_allclose(arc.numpy(), [[0.0, 1.5, 2.0, 2.0]], atol=1e-12)
+
+
 class TestCurvatureResiduals:
-    def test_a_term_linear_in_time_costs_nothing_on_an_uneven_grid(self) -> None:
+    def test_a_linear_term_costs_nothing_on_a_straight_path_at_any_speed(self) -> None:
         times = uneven_times()
-        states = torch.stack([2.0 * times - 1.0, 0.5 - times], dim=-1)  # (1, 6, 2)
-        field = LinearTermField(torch.tensor([[1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64))
-        residuals = curvature_residuals(field, times, states, None, weight=1.0)
-        assert residuals.shape == (4 * 2,)  # 6 times: 4 inner points, 2 outputs
-        np.testing.assert_allclose(residuals.numpy(), 0.0, atol=1e-12)
+        for states in (straight_path(times), straight_path(times**2)):
+            field = StandInField(linear_term)
+            residuals = curvature_residuals(field, times, states, None, weight=1.0)
+            assert residuals.shape == (4 * 2,)  # 6 points: 4 inner points, 2 outputs
+            np.testing.assert_allclose(residuals.numpy(), 0.0, atol=1e-10)
 
     def test_squares_sum_to_weight_times_mean_squared_second_derivative(self) -> None:
         times = uneven_times()
-        states = torch.stack([times**2, torch.zeros_like(times)], dim=-1)
-        field = LinearTermField(torch.tensor([[3.0, 0.0], [-1.0, 0.0]], dtype=torch.float64))
+        states = torch.stack([times, torch.zeros_like(times)], dim=-1)  # arc length = t
+        field = StandInField(quadratic_term)
         residuals = curvature_residuals(field, times, states, None, weight=0.2)
-        # d2/dt2 of (3 t^2, -t^2) is (6, -2), exact for three-point differences
+        # d2/ds2 of (3 s^2, -s^2) is (6, -2), exact for three-point differences
         expected = 0.2 * (6.0**2 + 2.0**2) / 2
         assert float((residuals**2).sum()) == pytest.approx(expected, rel=1e-10)
 
-    def test_padding_and_repeated_times_drop_out(self) -> None:
-        short = torch.tensor([0.0, 0.2, 0.5, 0.5, 0.5, 0.5], dtype=torch.float64)
-        times = torch.stack([uneven_times()[0], short])  # second trajectory: 3 real times
-        states = torch.stack([times**2, times], dim=-1)
-        field = LinearTermField(torch.eye(2, dtype=torch.float64))
-        residuals = curvature_residuals(field, times, states, None, weight=1.0)
-        assert residuals.shape == ((4 + 1) * 2,)
+    def test_padding_and_a_resting_path_drop_out(self) -> None:
+        padded = torch.tensor([0.0, 0.2, 0.5, 0.5, 0.5, 0.5], dtype=torch.float64)
+        times = torch.stack([uneven_times()[0], padded])  # second trajectory: 3 real times
+        along = times.clone()
+        along[0, 3] = along[0, 2]  # the first path rests between its 3rd and 4th points
+        states = straight_path(along)
+        residuals = curvature_residuals(StandInField(quadratic_term), times, states, None, 1.0)
+        assert residuals.shape == ((2 + 1) * 2,)
         assert bool(torch.isfinite(residuals).all())
 
     def test_gradient_is_finite_with_padding(self) -> None:
         times = torch.tensor([[0.0, 0.3, 0.7, 0.7]], dtype=torch.float64)
-        matrix = torch.eye(2, dtype=torch.float64).requires_grad_()
-        field = LinearTermField(matrix)
-        states = torch.stack([times**2, times], dim=-1)
+        scale = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+        field = StandInField(lambda z: scale * quadratic_term(z))
+        states = torch.stack([times, times**2], dim=-1)
         residuals = curvature_residuals(field, times, states, None, weight=1.0)
-        (gradient,) = torch.autograd.grad((residuals**2).sum(), matrix)
+        (gradient,) = torch.autograd.grad((residuals**2).sum(), scale)
         assert bool(torch.isfinite(gradient).all())
 
-    @pytest.mark.parametrize("weight, has_network", [(0.0, True), (1.0, False)])
-    def test_nothing_without_a_weight_or_a_network(self, weight: float, has_network: bool) -> None:
+    @pytest.mark.parametrize("weight, network", [(0.0, True), (1.0, False)])
+    def test_nothing_without_a_weight_or_a_network(self, weight: float, network: bool) -> None:
         times = uneven_times()
-        states = torch.stack([times**2, times], dim=-1)
-        field = LinearTermField(torch.eye(2, dtype=torch.float64), has_network=has_network)
-        assert curvature_residuals(field, times, states, None, weight).numel() == 0
+        field = StandInField(quadratic_term, network=network)
+        assert curvature_residuals(field, times, straight_path(times), None, weight).numel() == 0
 
-    def test_fewer_than_three_distinct_times_give_none(self) -> None:
+    def test_fewer_than_three_distinct_points_give_none(self) -> None:
         times = torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64)
-        states = torch.stack([times, times], dim=-1)
-        field = LinearTermField(torch.eye(2, dtype=torch.float64))
-        assert curvature_residuals(field, times, states, None, 1.0).numel() == 0
+        field = StandInField(quadratic_term)
+        assert curvature_residuals(field, times, straight_path(times), None, 1.0).numel() == 0
 
 
 class TestSmoothnessWeight:
@@ -95,6 +126,11 @@ class TestSmoothnessWeight:
 
     def test_a_number_is_the_weight(self) -> None:
         assert smoothness_weight(0.3, 0.02) == 0.3
+
+    def test_halved_only_where_the_fit_misses_by_more_than_the_noise(self) -> None:
+        assert relaxed_weight(0.4, misfit=2.0, allowed=1.0) == pytest.approx(0.2)
+        assert relaxed_weight(0.4, misfit=0.9, allowed=1.0) == 0.4
+        assert relaxed_weight(0.0, misfit=2.0, allowed=1.0) == 0.0
 
 
 def lotka_volterra_known(
@@ -131,6 +167,34 @@ class TestNetworkSmoothness:
             scores.append(estimator.score(t, clean))
         assert bends[1] < 0.5 * bends[0]
         assert min(scores) > 0.99
+
+    def test_a_prior_that_fights_the_data_is_relaxed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[tuple[float, float, float]] = []
+
+        def recorded(weight: float, misfit: float, allowed: float) -> float:
+            calls.append((weight, misfit, allowed))
+            return relaxed_weight(weight, misfit, allowed)
+
+        monkeypatch.setattr(gauss_newton, "relaxed_weight", recorded)
+        t, clean = make_lotka_volterra()
+        noisy = clean + 0.05 * clean.mean(axis=0) * np.random.default_rng(0).standard_normal(
+            clean.shape
+        )
+        estimator = UniversalODERegressor(
+            known=lotka_volterra_known,
+            fixed_params={"a": 1.3, "d": 1.8},
+            hidden_layer_sizes=(8,),
+            max_iter=100,
+            network_smoothness=10.0,  # far above the noise variance
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator.fit(t, noisy)
+        weights = [weight for weight, _, _ in calls]
+        assert weights[0] == 10.0 and calls[0][1] > calls[0][2]  # it misfit: relaxed
+        assert weights[1] == pytest.approx(5.0)
+        assert len(calls) <= GaussNewtonStage.max_relaxations + 1
 
     @pytest.mark.parametrize("value", [-1.0, "evidence", float("nan")])
     def test_bad_values_name_the_argument(self, value: object) -> None:

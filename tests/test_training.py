@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -192,6 +193,48 @@ def test_runner_keeps_a_trained_model_that_no_stage_beats(problem: TrainingProbl
     assert report.kept_after == "start"
     for name, value in trained.items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+@dataclass
+class Nudge(TrainingStage):
+    """A stage that makes the fit a little worse, as a prior trading misfit would."""
+
+    within_noise: bool = True
+    name: str = "nudge"
+
+    def keeps_fits_within_noise(self) -> bool:
+        return self.within_noise
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for parameter in model.field.parameters():
+                noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+                parameter.add_(0.1 * noise)
+        return StageResult(self.name, 1, 0.0, "max_iter")
+
+
+@pytest.mark.parametrize(
+    "within_noise, noise_per_nudged_loss, kept_after",
+    [(True, 1.0, "nudge"), (True, 0.5, "start"), (False, 1.0, "start")],
+)
+def test_runner_keeps_a_stage_with_a_prior_while_the_noise_allows_its_misfit(
+    problem: TrainingProblem, within_noise: bool, noise_per_nudged_loss: float, kept_after: str
+) -> None:
+    start = fresh_model(problem)
+    train(problem, start, [CollocationStage(max_iter=50)], context())
+    start_loss = trajectory_loss(problem, start)
+    nudged = copy.deepcopy(start)
+    Nudge().run(problem, nudged, context())
+    nudged_loss = trajectory_loss(problem, nudged)
+    assert nudged_loss > start_loss
+    noisy = replace(problem, noise_variance=noise_per_nudged_loss * nudged_loss)
+    report = train(
+        noisy, start, [Nudge(within_noise=within_noise)], context(), model_is_trained=True
+    )
+    assert report.kept_after == kept_after
+    expected = nudged_loss if kept_after == "nudge" else start_loss
+    assert report.trajectory_loss == pytest.approx(expected, rel=1e-9)
 
 
 def test_shooting_only_if_needed_is_skipped_on_a_good_fit(problem: TrainingProblem) -> None:

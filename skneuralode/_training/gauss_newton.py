@@ -11,7 +11,7 @@ at once: a dozen iterations reach what L-BFGS reaches in a hundred.
 The objective is the polish stage's, written as least squares: the masked mean squared
 trajectory error, the minimal-norm penalty of the network's term and the weight decay
 of its weights (:meth:`~skneuralode._hybrid_field.HybridField.penalty_terms`), and
-a prior on the term's curvature in time (:mod:`.smoothness`). With
+a prior on the term's curvature along the data's path (:mod:`.smoothness`). With
 fewer residuals than parameters each step solves its linear system in residual space
 (Woodbury), so a 64-64 network costs no more than a 16-16 one.
 """
@@ -29,8 +29,9 @@ from .._solve import SolverSettings, solve
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import StageResult
+from .misfit import misfit_the_noise_allows
 from .polish import TRIAL_EXTRA_STEPS, TRIAL_STEP_FACTOR, PolishStage
-from .smoothness import curvature_residuals, smoothness_weight
+from .smoothness import curvature_residuals, relaxed_weight, smoothness_weight
 
 #: Smallest Marquardt scale, relative to the mean one (columns the residuals do not
 #: depend on, such as known initial states, still get a positive damping).
@@ -231,9 +232,14 @@ class GaussNewtonStage(TrainingStage):
         Most observed values for a Jacobian (it holds one row per value): a larger
         problem is polished by L-BFGS (:class:`~.polish.PolishStage`) instead.
     smoothness : "auto" or float
-        Weight of the prior on the network term's curvature in time along the smoothed
-        data (:mod:`~.smoothness`), scaled units; "auto" is a fraction of the estimated
-        noise variance.
+        Weight of the prior on the network term's curvature along the path of the
+        smoothed data (:mod:`~.smoothness`), scaled units; "auto" is a multiple of the
+        estimated noise variance. With a prior the runner keeps the polished fit while
+        its misfit is within what the noise allows, even where collocation's was lower.
+    max_relaxations : int
+        Most halvings of the prior's weight: where the converged fit misfits the data by
+        more than the noise allows (:func:`~.misfit.misfit_the_noise_allows`), the prior
+        fights the data, so its weight is halved and the iterations go on.
     """
 
     max_iter: int = 100
@@ -245,8 +251,12 @@ class GaussNewtonStage(TrainingStage):
     choose_weight_decay: bool = False
     max_residuals: int = 2000
     smoothness: str | float = 0.0
+    max_relaxations: int = 6
     name: str = "polish"
     divergence_remedy: ClassVar[str] = "polish=False"
+
+    def keeps_fits_within_noise(self) -> bool:
+        return self.smoothness != 0.0
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         n_observed = float(problem.observed.sum())
@@ -260,7 +270,8 @@ class GaussNewtonStage(TrainingStage):
         monitor.start_stage(self.name, self.max_iter)
         damping, growth = self.initial_damping, 2.0
         stalled, status, message, loss = 0, "max_iter", "", math.nan
-        iteration = 0
+        iteration, relaxations = 0, 0
+        allowed = misfit_the_noise_allows(problem)
         kept: tuple[torch.Tensor, torch.Tensor] | None = None
         while iteration < self.max_iter:
             linear = target.linearise(kept)
@@ -301,11 +312,16 @@ class GaussNewtonStage(TrainingStage):
                     growth *= 2.0
             if not accepted:
                 target.assign(parameters)
-                status = "converged"
-                break
-            if stalled >= self.n_iter_no_change:
-                status = "converged"
-                break
+            if accepted and stalled < self.n_iter_no_change:
+                continue
+            data = kept[0] if accepted and kept is not None else linear.residuals[: target.n_data]
+            relaxed = relaxed_weight(target.smoothness, float((data.detach() ** 2).sum()), allowed)
+            if relaxations < self.max_relaxations and relaxed != target.smoothness:
+                target.smoothness = relaxed
+                relaxations, stalled, kept = relaxations + 1, 0, None
+                continue
+            status = "converged"
+            break
         monitor.end_stage(status)
         return StageResult(self.name, iteration, loss, status, message)
 

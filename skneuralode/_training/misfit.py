@@ -85,3 +85,15 @@ def evaluate_model(
         loss, failure = trajectory_misfit(problem, model, solver, EVALUATION_POINTS)
     value = float(loss)
     return (value if math.isfinite(value) else math.inf), failure
+
+
+def misfit_the_noise_allows(problem: TrainingProblem) -> float:
+    """The largest misfit the noise-free truth itself plausibly shows on ``problem``.
+
+    With independent noise of variance ``s2`` on ``n`` observed values, the truth's
+    mean squared error is ``s2 chi2_n / n``: mean ``s2``, standard deviation
+    ``s2 sqrt(2 / n)``. This is its mean plus two standard deviations (0 without a
+    noise estimate).
+    """
+    n_observed = max(float(problem.observed.sum()), 1.0)
+    return problem.noise_variance * (1.0 + 2.0 * math.sqrt(2.0 / n_observed))

@@ -52,6 +52,9 @@ class RescuedPolishStage(TrainingStage):
     def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
         return self.polish.skip_reason(problem, trajectory_loss)
 
+    def keeps_fits_within_noise(self) -> bool:
+        return self.polish.keeps_fits_within_noise()
+
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         start = copy.deepcopy(model.state_dict())
         polished = self.polish.run(problem, model, context)

@@ -11,7 +11,7 @@ from .._problem import TrainingProblem
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import StageInterrupted, StageResult
-from .misfit import evaluate_model
+from .misfit import evaluate_model, misfit_the_noise_allows
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ def train(
     After each stage the whole trajectories are integrated once; the model state with
     the lowest full-trajectory misfit is the one kept, so a stage that makes things
     worse (or diverges) can never leave the estimator worse than before it ran. A model
-    that is already trained (``warm_start``) is evaluated first and competes too.
+    that is already trained (``warm_start``) is evaluated first and competes too. A
+    stage that :meth:`~.base.TrainingStage.keeps_fits_within_noise` is kept also when
+    its misfit is higher but within :func:`~.misfit.misfit_the_noise_allows`.
 
     A ``KeyboardInterrupt`` during a stage propagates, unless ``keep_best_on_interrupt``:
     then the interrupted stage's last parameters with a finite loss are evaluated like a
@@ -76,6 +78,7 @@ def train(
         evaluate_model(problem, model, context.solver) if model_is_trained else (math.inf, None)
     )
     current_loss = best_loss
+    noise_allows = misfit_the_noise_allows(problem)
     best_state, kept_after = copy.deepcopy(model.state_dict()), "start"
     results: list[StageResult] = []
     interrupted_in: str | None = None
@@ -105,7 +108,8 @@ def train(
             interrupted_in = stage.name
             continue
         current_loss = loss
-        if loss <= best_loss:
+        within_noise = stage.keeps_fits_within_noise() and loss <= noise_allows
+        if loss <= best_loss or within_noise:
             best_loss, failure, kept_after = loss, stage_failure, stage.name
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)

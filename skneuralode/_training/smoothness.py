@@ -1,4 +1,4 @@
-"""A prior on how fast the network's term bends along the data: its curvature in time.
+"""A prior on how fast the network's term bends along the data's path in state space.
 
 A universal differential equation fitted to a short noisy series has a network term
 that the data fix well in the middle and loosely at the ends, where the trajectory
@@ -7,11 +7,14 @@ observation, and the fitted initial state follows it: the trajectory fits the no
 and the learned term is off where the data are thinnest (Lotka-Volterra, 31 points,
 5 % noise: 94 % of the missing-term error sits at the first and last five points).
 
-A known physical law is smooth along its trajectory; so the prior penalises the second
-time derivative of the network's term along the smoothed data, by finite differences
-on each trajectory's own (possibly uneven) times. It leaves a term that changes at the
-pace of the dynamics free and costs a kink at one end. Its weight follows the data: a
-fraction of the estimated noise variance, so it vanishes on clean data.
+The network's term is a function of the state, so the prior penalises its second
+derivative along the path the smoothed data trace in state space, per unit of arc
+length (by finite differences on each trajectory's own, uneven, path steps). Unlike a
+curvature in time, it does not charge a term for the speed at which the system moves
+along its path. Arc length is measured in units of the path's mean speed (a path spans
+as many units as its trajectory spans scaled time), so the weight does not depend on
+the states' units. The weight follows the data: a multiple of the estimated noise
+variance, so it vanishes on clean data.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from torch import nn
 
 #: Weight of the curvature prior relative to the estimated noise variance (scaled
 #: units) with ``network_smoothness="auto"``.
-AUTO_SMOOTHNESS = 0.1
+AUTO_SMOOTHNESS = 2.0
 
 
 def smoothness_weight(setting: str | float, noise_variance: float) -> float:
@@ -29,6 +32,36 @@ def smoothness_weight(setting: str | float, noise_variance: float) -> float:
     if setting == "auto":
         return AUTO_SMOOTHNESS * max(noise_variance, 0.0)
     return float(setting)
+
+
+def relaxed_weight(weight: float, misfit: float, allowed: float) -> float:
+    """The prior's weight after a converged fit with data ``misfit``: halved where the
+    fit misses the data by more than the noise ``allowed`` (the prior fights the data;
+    Morozov's discrepancy principle), else unchanged."""
+    return 0.5 * weight if weight > 0.0 and misfit > allowed else weight
+
+
+def path_parameter(times: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """Arc length along each trajectory's path, in units of its mean speed.
+
+    Parameters
+    ----------
+    times : Tensor of shape (n_traj, n_max)
+        Scaled times; padding repeats the last time and adds no length.
+    states : Tensor of shape (n_traj, n_max, n_states)
+        Scaled states on those times.
+
+    Returns
+    -------
+    arc : Tensor of shape (n_traj, n_max)
+        0 at the first time; the last real point of a moving trajectory is at its time
+        span.
+    """
+    advances = times.diff(dim=1) > 0  # (n_traj, n_max - 1)
+    lengths = states.diff(dim=1).square().sum(-1).sqrt() * advances
+    arc = torch.cat([lengths.new_zeros(lengths.shape[0], 1), lengths.cumsum(dim=1)], dim=1)
+    span = times[:, -1:] - times[:, :1]
+    return arc * (span / arc[:, -1:].clamp_min(torch.finfo(arc.dtype).tiny))
 
 
 def curvature_residuals(
@@ -39,18 +72,19 @@ def curvature_residuals(
     weight: float,
 ) -> torch.Tensor:
     """The curvature prior as least-squares residuals: their sum of squares is
-    ``weight`` times the mean squared second time derivative of the network's term.
+    ``weight`` times the mean squared second derivative of the network's term along the
+    path of ``states`` (per unit of :func:`path_parameter`).
 
     Parameters
     ----------
     field : Module
-        A hybrid field (``network_rates``, ``has_network``, ``output_mask``); other
-        fields give none.
+        A hybrid field (``network_rates``, ``has_network``, ``output_mask``,
+        ``n_states``); other fields give none.
     times : Tensor of shape (n_traj, n_max)
-        Scaled times of the grid; padding (a repeated last time) and repeated times
-        drop out.
+        Scaled times of the grid; padding (a repeated last time) drops out.
     states : Tensor of shape (n_traj, n_max, n_total_states)
-        Scaled states on the grid (the smoothed data).
+        Scaled states on the grid (the smoothed data); points where the path does not
+        move drop out.
     inputs : Tensor of shape (n_traj, n_max, n_inputs) or None
     weight : float
 
@@ -58,21 +92,22 @@ def curvature_residuals(
     -------
     residuals : Tensor of shape (n_residuals,)
         Empty when the weight is 0, the field has no network term or no trajectory has
-        three distinct times.
+        three distinct points on its path.
     """
     network_rates = getattr(field, "network_rates", None)
     if weight <= 0.0 or network_rates is None or not getattr(field, "has_network", False):
         return states.new_zeros(0)
+    arc = path_parameter(times, states[..., : field.n_states]).detach()
     rates = network_rates(times, states, inputs)  # (n_traj, n_max, n_total)
-    steps = times.diff(dim=1)  # (n_traj, n_max - 1)
-    slopes = rates.diff(dim=1) / steps.clamp_min(torch.finfo(steps.dtype).tiny)[..., None]
+    steps = arc.diff(dim=1)  # (n_traj, n_max - 1)
+    tiny = torch.finfo(steps.dtype).tiny
+    slopes = rates.diff(dim=1) / steps.clamp_min(tiny)[..., None]
     spans = 0.5 * (steps[:, 1:] + steps[:, :-1])
-    curvature = slopes.diff(dim=1) / spans.clamp_min(torch.finfo(steps.dtype).tiny)[..., None]
+    curvature = slopes.diff(dim=1) / spans.clamp_min(tiny)[..., None]
     inside = (steps[:, 1:] > 0) & (steps[:, :-1] > 0)  # (n_traj, n_max - 2)
     if not bool(inside.any()):
         return states.new_zeros(0)
-    mask = getattr(field, "output_mask", None)
-    n_outputs = float(mask.sum().clamp_min(1.0)) if mask is not None else rates.shape[-1]
+    n_outputs = float(field.output_mask.sum().clamp_min(1.0))
     kept = curvature[inside]  # (n_inside, n_total): zero off the output mask
     scale = (weight / (n_outputs * kept.shape[0])) ** 0.5
     return scale * kept.reshape(-1)
