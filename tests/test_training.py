@@ -202,7 +202,7 @@ class Nudge(TrainingStage):
     within_noise: bool = True
     name: str = "nudge"
 
-    def keeps_fits_within_noise(self) -> bool:
+    def keeps_fits_within_noise(self, model: ODEModel) -> bool:
         return self.within_noise
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:

@@ -49,11 +49,11 @@ class TrainingStage(ABC):
         """Why this stage need not run given the current full-trajectory loss, or None."""
         return None
 
-    def keeps_fits_within_noise(self) -> bool:
-        """Whether the runner keeps this stage's model when its misfit is within what the
-        noise allows, even if an earlier stage's misfit is lower. True for a stage whose
-        objective carries a prior that trades some misfit for a better-determined model:
-        below the noise level, a lower misfit only fits the noise."""
+    def keeps_fits_within_noise(self, model: ODEModel) -> bool:
+        """Whether the runner keeps this stage's ``model`` when its misfit is within what
+        the noise allows, even if an earlier stage's misfit is lower. True for a stage
+        whose objective carries a prior that trades some misfit for a better-determined
+        model: below the noise level, a lower misfit only fits the noise."""
         return False
 
     @abstractmethod

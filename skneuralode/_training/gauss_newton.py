@@ -255,8 +255,8 @@ class GaussNewtonStage(TrainingStage):
     name: str = "polish"
     divergence_remedy: ClassVar[str] = "polish=False"
 
-    def keeps_fits_within_noise(self) -> bool:
-        return self.smoothness != 0.0
+    def keeps_fits_within_noise(self, model: ODEModel) -> bool:
+        return self.smoothness != 0.0 and bool(getattr(model.field, "has_network", False))
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         n_observed = float(problem.observed.sum())

@@ -52,8 +52,8 @@ class RescuedPolishStage(TrainingStage):
     def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
         return self.polish.skip_reason(problem, trajectory_loss)
 
-    def keeps_fits_within_noise(self) -> bool:
-        return self.polish.keeps_fits_within_noise()
+    def keeps_fits_within_noise(self, model: ODEModel) -> bool:
+        return self.polish.keeps_fits_within_noise(model)
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         start = copy.deepcopy(model.state_dict())

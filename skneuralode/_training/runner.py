@@ -108,7 +108,7 @@ def train(
             interrupted_in = stage.name
             continue
         current_loss = loss
-        within_noise = stage.keeps_fits_within_noise() and loss <= noise_allows
+        within_noise = stage.keeps_fits_within_noise(model) and loss <= noise_allows
         if loss <= best_loss or within_noise:
             best_loss, failure, kept_after = loss, stage_failure, stage.name
             best_state = copy.deepcopy(model.state_dict())
