@@ -140,6 +140,13 @@ def lotka_volterra_known(
     return torch.stack([p["a"] * x, -p["d"] * z], dim=-1)
 
 
+def lotka_volterra_with_interactions(
+    t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    x, z = y[..., 0], y[..., 1]
+    return torch.stack([p["a"] * x - p["b"] * x * z, p["c"] * x * z - p["d"] * z], dim=-1)
+
+
 def mean_squared_bend(term: np.ndarray) -> float:
     """Mean squared second difference of a learned term along the (uniform) data."""
     return float((np.diff(term, n=2, axis=0) ** 2).mean())
@@ -195,6 +202,30 @@ class TestNetworkSmoothness:
         assert weights[0] == 10.0 and calls[0][1] > calls[0][2]  # it misfit: relaxed
         assert weights[1] == pytest.approx(5.0)
         assert len(calls) <= GaussNewtonStage.max_relaxations + 1
+
+    def test_no_network_no_prior(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        weights: list[float] = []
+
+        def recorded(weight: float, misfit: float, allowed: float) -> float:
+            weights.append(weight)
+            return relaxed_weight(weight, misfit, allowed)
+
+        monkeypatch.setattr(gauss_newton, "relaxed_weight", recorded)
+        t, clean = make_lotka_volterra()
+        noisy = clean * (1.0 + 0.05 * np.random.default_rng(1).standard_normal(clean.shape))
+        estimator = UniversalODERegressor(
+            known=lotka_volterra_with_interactions,
+            params={"b": 1.0, "c": 1.0},
+            fixed_params={"a": 1.3, "d": 1.8},
+            hidden_layer_sizes=(),
+            network_smoothness=10.0,
+            random_state=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator.fit(t, noisy)
+        assert weights and all(weight == 0.0 for weight in weights)
+        assert estimator.params_["b"] == pytest.approx(0.9, rel=0.1)
 
     @pytest.mark.parametrize("value", [-1.0, "evidence", float("nan")])
     def test_bad_values_name_the_argument(self, value: object) -> None:

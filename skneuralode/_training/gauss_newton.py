@@ -256,6 +256,10 @@ class GaussNewtonStage(TrainingStage):
     divergence_remedy: ClassVar[str] = "polish=False"
 
     def keeps_fits_within_noise(self, model: ODEModel) -> bool:
+        return self._prior_acts_on(model)
+
+    def _prior_acts_on(self, model: ODEModel) -> bool:
+        """Whether the curvature prior has a network term to act on."""
         return self.smoothness != 0.0 and bool(getattr(model.field, "has_network", False))
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
@@ -263,7 +267,9 @@ class GaussNewtonStage(TrainingStage):
         if n_observed > self.max_residuals:
             fallback = PolishStage(max_iter=self.max_iter, name=self.name)
             return fallback.run(problem, model, context)
-        smoothness = smoothness_weight(self.smoothness, problem.noise_variance)
+        smoothness = 0.0
+        if self._prior_acts_on(model):
+            smoothness = smoothness_weight(self.smoothness, problem.noise_variance)
         target = _Residuals(problem, model, context.solver, smoothness)
         meaningful = self.min_chi2_decrease * problem.noise_variance / max(n_observed, 1.0)
         monitor = context.monitor
