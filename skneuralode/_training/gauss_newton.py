@@ -207,7 +207,9 @@ class GaussNewtonStage(TrainingStage):
     Nielsen's damping update. The stage ends when ``n_iter_no_change`` accepted steps in a
     row lower the objective by less than the larger of ``tol`` (relative) and
     ``min_chi2_decrease`` noise variances per observation, after ``max_iter``
-    iterations, or when no step along the damped directions lowers it.
+    iterations, or when no step along the damped directions lowers it; where it would
+    end misfitting the data by more than the noise allows with a curvature prior, the
+    prior is relaxed and the iterations go on (``max_relaxations``).
 
     Parameters
     ----------
