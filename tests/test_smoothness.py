@@ -1,5 +1,5 @@
 """Tests of skneuralode/_training/smoothness.py: the prior on the network term's
-curvature in time, and ``network_smoothness`` of the universal ODE that sets it."""
+curvature along the data's path, and ``network_smoothness`` of the universal ODE that sets it."""
 
 from __future__ import annotations
 
@@ -9,38 +9,18 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from skneuralode import UniversalODERegressor
 from skneuralode._training import gauss_newton
 from skneuralode._training.gauss_newton import GaussNewtonStage
 from skneuralode._training.smoothness import (
     AUTO_SMOOTHNESS,
-    curvature_residuals,
+    PathCurvature,
     path_parameter,
     relaxed_weight,
     smoothness_weight,
 )
 from skneuralode.datasets import make_lotka_volterra
-
-
-class StandInField(nn.Module):
-    """A stand-in hybrid field whose network term is ``term(z)`` on every output."""
-
-    def __init__(
-        self, term: Callable[[torch.Tensor], torch.Tensor], n_states: int = 2, network: bool = True
-    ) -> None:
-        super().__init__()
-        self.term = term
-        self.n_states = n_states
-        self.has_network = network
-        self.output_mask = torch.ones(n_states, dtype=torch.float64)
-
-    def network_rates(
-        self, t: torch.Tensor, z: torch.Tensor, u: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.term(z)
-
 
 MATRIX = torch.tensor([[1.0, 2.0], [-3.0, 0.5]], dtype=torch.float64)
 
@@ -70,20 +50,28 @@ class TestPathParameter:
         np.testing.assert_allclose(arc.numpy(), [[0.0, 1.5, 2.0, 2.0]], atol=1e-12)
 
 
-class TestCurvatureResiduals:
+def curvature(
+    term: Callable[[torch.Tensor], torch.Tensor],
+    times: torch.Tensor,
+    states: torch.Tensor,
+    weight: float,
+) -> torch.Tensor:
+    """The prior's residuals of ``term`` (two outputs) along the path of ``states``."""
+    return PathCurvature(times, states, n_outputs=2).residuals(term(states), weight)
+
+
+class TestPathCurvature:
     def test_a_linear_term_costs_nothing_on_a_straight_path_at_any_speed(self) -> None:
         times = uneven_times()
         for states in (straight_path(times), straight_path(times**2)):
-            field = StandInField(linear_term)
-            residuals = curvature_residuals(field, times, states, None, weight=1.0)
+            residuals = curvature(linear_term, times, states, weight=1.0)
             assert residuals.shape == (4 * 2,)  # 6 points: 4 inner points, 2 outputs
             np.testing.assert_allclose(residuals.numpy(), 0.0, atol=1e-10)
 
     def test_squares_sum_to_weight_times_mean_squared_second_derivative(self) -> None:
         times = uneven_times()
         states = torch.stack([times, torch.zeros_like(times)], dim=-1)  # arc length = t
-        field = StandInField(quadratic_term)
-        residuals = curvature_residuals(field, times, states, None, weight=0.2)
+        residuals = curvature(quadratic_term, times, states, weight=0.2)
         # d2/ds2 of (3 s^2, -s^2) is (6, -2), exact for three-point differences
         expected = 0.2 * (6.0**2 + 2.0**2) / 2
         assert float((residuals**2).sum()) == pytest.approx(expected, rel=1e-10)
@@ -93,30 +81,25 @@ class TestCurvatureResiduals:
         times = torch.stack([uneven_times()[0], padded])  # second trajectory: 3 real times
         along = times.clone()
         along[0, 3] = along[0, 2]  # the first path rests between its 3rd and 4th points
-        states = straight_path(along)
-        residuals = curvature_residuals(StandInField(quadratic_term), times, states, None, 1.0)
+        residuals = curvature(quadratic_term, times, straight_path(along), 1.0)
         assert residuals.shape == ((2 + 1) * 2,)
         assert bool(torch.isfinite(residuals).all())
 
     def test_gradient_is_finite_with_padding(self) -> None:
         times = torch.tensor([[0.0, 0.3, 0.7, 0.7]], dtype=torch.float64)
         scale = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
-        field = StandInField(lambda z: scale * quadratic_term(z))
         states = torch.stack([times, times**2], dim=-1)
-        residuals = curvature_residuals(field, times, states, None, weight=1.0)
+        residuals = curvature(lambda z: scale * quadratic_term(z), times, states, 1.0)
         (gradient,) = torch.autograd.grad((residuals**2).sum(), scale)
         assert bool(torch.isfinite(gradient).all())
 
-    @pytest.mark.parametrize("weight, network", [(0.0, True), (1.0, False)])
-    def test_nothing_without_a_weight_or_a_network(self, weight: float, network: bool) -> None:
+    def test_nothing_without_a_weight(self) -> None:
         times = uneven_times()
-        field = StandInField(quadratic_term, network=network)
-        assert curvature_residuals(field, times, straight_path(times), None, weight).numel() == 0
+        assert curvature(quadratic_term, times, straight_path(times), 0.0).numel() == 0
 
     def test_fewer_than_three_distinct_points_give_none(self) -> None:
         times = torch.tensor([[0.0, 1.0, 1.0]], dtype=torch.float64)
-        field = StandInField(quadratic_term)
-        assert curvature_residuals(field, times, straight_path(times), None, 1.0).numel() == 0
+        assert curvature(quadratic_term, times, straight_path(times), 1.0).numel() == 0
 
 
 class TestSmoothnessWeight:

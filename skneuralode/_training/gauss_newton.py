@@ -31,7 +31,7 @@ from .base import StageContext, TrainingStage
 from .loop import StageResult
 from .misfit import misfit_the_noise_allows
 from .polish import TRIAL_EXTRA_STEPS, TRIAL_STEP_FACTOR, PolishStage
-from .smoothness import curvature_residuals, relaxed_weight, smoothness_weight
+from .smoothness import PathCurvature, relaxed_weight, smoothness_weight
 
 #: Smallest Marquardt scale, relative to the mean one (columns the residuals do not
 #: depend on, such as known initial states, still get a positive damping).
@@ -104,6 +104,10 @@ class _Residuals:
         observed = problem.observed
         self.data_weight = (observed / observed.sum().clamp_min(1.0)).sqrt()
         self.smoothness = smoothness
+        self.curvature: PathCurvature | None = None
+        if smoothness > 0.0:
+            n_outputs = float(field.output_mask.sum())
+            self.curvature = PathCurvature(problem.times, states[..., : field.n_states], n_outputs)
         self.first_steps: int | None = None
         self.failure: str | None = None
 
@@ -145,10 +149,11 @@ class _Residuals:
         penalty, _ = model.field.penalty_terms(
             problem.times, self.penalty_states, self.penalty_inputs
         )
-        curvature = curvature_residuals(
-            model.field, problem.times, self.penalty_states, self.penalty_inputs, self.smoothness
-        )
-        penalty = torch.cat([penalty, curvature])
+        if self.curvature is not None:
+            rates = model.field.network_rates(
+                problem.times, self.penalty_states, self.penalty_inputs
+            )
+            penalty = torch.cat([penalty, self.curvature.residuals(rates, self.smoothness)])
         finite = bool(torch.isfinite(data).all()) and bool(torch.isfinite(penalty).all())
         return (data, penalty) if finite else None
 

@@ -20,7 +20,6 @@ variance, so it vanishes on clean data.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 #: Weight of the curvature prior relative to the estimated noise variance (scaled
 #: units) with ``network_smoothness="auto"``.
@@ -64,50 +63,50 @@ def path_parameter(times: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
     return arc * (span / arc[:, -1:].clamp_min(torch.finfo(arc.dtype).tiny))
 
 
-def curvature_residuals(
-    field: nn.Module,
-    times: torch.Tensor,
-    states: torch.Tensor,
-    inputs: torch.Tensor | None,
-    weight: float,
-) -> torch.Tensor:
-    """The curvature prior as least-squares residuals: their sum of squares is
-    ``weight`` times the mean squared second derivative of the network's term along the
-    path of ``states`` (per unit of :func:`path_parameter`).
+class PathCurvature:
+    """The curvature prior on a fixed path: the geometry once, the residuals per call.
 
     Parameters
     ----------
-    field : Module
-        A hybrid field (``network_rates``, ``has_network``, ``output_mask``,
-        ``n_states``); other fields give none.
     times : Tensor of shape (n_traj, n_max)
         Scaled times of the grid; padding (a repeated last time) drops out.
-    states : Tensor of shape (n_traj, n_max, n_total_states)
-        Scaled states on the grid (the smoothed data); points where the path does not
-        move drop out.
-    inputs : Tensor of shape (n_traj, n_max, n_inputs) or None
-    weight : float
-
-    Returns
-    -------
-    residuals : Tensor of shape (n_residuals,)
-        Empty when the weight is 0, the field has no network term or no trajectory has
-        three distinct points on its path.
+    states : Tensor of shape (n_traj, n_max, n_states)
+        Scaled states on the grid (the smoothed data, physical states only); points
+        where the path does not move drop out.
+    n_outputs : float
+        Number of the term's outputs the mean runs over.
     """
-    network_rates = getattr(field, "network_rates", None)
-    if weight <= 0.0 or network_rates is None or not getattr(field, "has_network", False):
-        return states.new_zeros(0)
-    arc = path_parameter(times, states[..., : field.n_states]).detach()
-    rates = network_rates(times, states, inputs)  # (n_traj, n_max, n_total)
-    steps = arc.diff(dim=1)  # (n_traj, n_max - 1)
-    tiny = torch.finfo(steps.dtype).tiny
-    slopes = rates.diff(dim=1) / steps.clamp_min(tiny)[..., None]
-    spans = 0.5 * (steps[:, 1:] + steps[:, :-1])
-    curvature = slopes.diff(dim=1) / spans.clamp_min(tiny)[..., None]
-    inside = (steps[:, 1:] > 0) & (steps[:, :-1] > 0)  # (n_traj, n_max - 2)
-    if not bool(inside.any()):
-        return states.new_zeros(0)
-    n_outputs = float(field.output_mask.sum().clamp_min(1.0))
-    kept = curvature[inside]  # (n_inside, n_total): zero off the output mask
-    scale = (weight / (n_outputs * kept.shape[0])) ** 0.5
-    return scale * kept.reshape(-1)
+
+    def __init__(self, times: torch.Tensor, states: torch.Tensor, n_outputs: float) -> None:
+        steps = path_parameter(times, states).detach().diff(dim=1)  # (n_traj, n_max - 1)
+        tiny = torch.finfo(steps.dtype).tiny
+        self.steps = steps.clamp_min(tiny)[..., None]
+        self.spans = (0.5 * (steps[:, 1:] + steps[:, :-1])).clamp_min(tiny)[..., None]
+        self.inside = (steps[:, 1:] > 0) & (steps[:, :-1] > 0)  # (n_traj, n_max - 2)
+        self.n_inside = int(self.inside.sum())
+        self.n_outputs = max(float(n_outputs), 1.0)
+
+    def residuals(self, rates: torch.Tensor, weight: float) -> torch.Tensor:
+        """Least-squares residuals whose sum of squares is ``weight`` times the mean
+        squared second derivative of ``rates`` along the path (per unit of
+        :func:`path_parameter`).
+
+        Parameters
+        ----------
+        rates : Tensor of shape (n_traj, n_max, n_outputs_total)
+            The network's term on the grid (zero off its outputs).
+        weight : float
+
+        Returns
+        -------
+        residuals : Tensor of shape (n_residuals,)
+            Empty when the weight is 0 or no trajectory has three distinct points on
+            its path.
+        """
+        if weight <= 0.0 or self.n_inside == 0:
+            return rates.new_zeros(0)
+        slopes = rates.diff(dim=1) / self.steps
+        curvature = slopes.diff(dim=1) / self.spans
+        kept = curvature[self.inside]  # (n_inside, n_outputs_total)
+        scale = (weight / (self.n_outputs * self.n_inside)) ** 0.5
+        return scale * kept.reshape(-1)
