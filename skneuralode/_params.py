@@ -55,7 +55,7 @@ COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "collocation_learning_rate": [_POSITIVE],
     "shooting_learning_rate": [_POSITIVE],
     "segment_length": [_count(2), None],
-    "segment_growth": ["boolean"],
+    "segment_growth": ["boolean", StrOptions({"auto"})],
     "segment_batch_size": [_count(1)],
     "continuity_weight": [_NON_NEGATIVE],
     "tol": [_NON_NEGATIVE],

@@ -89,9 +89,12 @@ class NeuralODERegressor(BaseODERegressor):
         Adam's initial step in the shooting stage.
     shooting_segment_length : int or None, default=None
         Time points per shooting segment; None picks about half a characteristic time.
-    shooting_segment_growth : bool, default=False
+    shooting_segment_growth : bool or "auto", default="auto"
         When the shooting loss plateaus, double the segments (up to whole trajectories)
-        and continue with the remaining budget.
+        and continue with the remaining budget. "auto" does so only while the whole
+        trajectories still miss the data by more than the noise: short segments can each
+        fit their points while their small errors add up to a phase drift over a long
+        trajectory.
     shooting_batch_size : int, default=256
         Segments integrated per shooting step.
     shooting_continuity_weight : float, default=10.0
@@ -208,7 +211,7 @@ class NeuralODERegressor(BaseODERegressor):
         collocation_learning_rate: float = defaults.COLLOCATION_LEARNING_RATE,
         shooting_learning_rate: float = defaults.SHOOTING_LEARNING_RATE,
         shooting_segment_length: int | None = defaults.SHOOTING_SEGMENT_LENGTH,
-        shooting_segment_growth: bool = defaults.SHOOTING_SEGMENT_GROWTH,
+        shooting_segment_growth: bool | str = defaults.SHOOTING_SEGMENT_GROWTH,
         shooting_batch_size: int = defaults.SHOOTING_BATCH_SIZE,
         shooting_continuity_weight: float = defaults.SHOOTING_CONTINUITY_WEIGHT,
         tol: float = defaults.TOL,

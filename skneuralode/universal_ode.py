@@ -298,7 +298,7 @@ class UniversalODERegressor(BaseODERegressor):
         collocation_learning_rate: float = defaults.COLLOCATION_LEARNING_RATE,
         shooting_learning_rate: float = defaults.SHOOTING_LEARNING_RATE,
         shooting_segment_length: int | None = defaults.SHOOTING_SEGMENT_LENGTH,
-        shooting_segment_growth: bool = defaults.SHOOTING_SEGMENT_GROWTH,
+        shooting_segment_growth: bool | str = defaults.SHOOTING_SEGMENT_GROWTH,
         shooting_batch_size: int = defaults.SHOOTING_BATCH_SIZE,
         shooting_continuity_weight: float = defaults.SHOOTING_CONTINUITY_WEIGHT,
         tol: float = defaults.TOL,

@@ -213,7 +213,12 @@ def test_init_only_stores_and_fit_validates() -> None:
     estimator = NeuralODERegressor(max_iter=-3, activation="nope", device="tpu")
     assert (estimator.max_iter, estimator.activation) == (-3, "nope")  # stored as given
     t, y = oscillator()
-    for name, bad in [("max_iter", -3), ("activation", "nope"), ("hidden_layer_sizes", (0,))]:
+    for name, bad in [
+        ("max_iter", -3),
+        ("activation", "nope"),
+        ("hidden_layer_sizes", (0,)),
+        ("shooting_segment_growth", "sometimes"),
+    ]:
         with pytest.raises((InvalidParameterError, ValueError), match=name):
             fast_neural(**{name: bad}).fit(t, y)
     with pytest.raises(ValueError, match="device"):

@@ -434,6 +434,58 @@ def test_shooting_that_cannot_improve_on_its_start_ends_after_patience_checks(
     assert result.n_iter == 2 * 10  # checks at steps 0 (the start), 10 and 20
 
 
+@pytest.mark.parametrize(
+    ("growth", "noise_variance", "levels"),
+    [
+        (False, 0.01, 1),
+        (True, 0.01, 6),  # 3, 5, 9, 17, 33 and then all 40 points per segment
+        ("auto", 0.01, 6),  # the fresh field misses the data by far more than the noise
+        ("auto", 100.0, 1),  # ...or not, when the noise is this large
+    ],
+)
+def test_segments_grow_while_the_whole_trajectories_miss_the_data(
+    problem: TrainingProblem,
+    monkeypatch: pytest.MonkeyPatch,
+    growth: bool | str,
+    noise_variance: float,
+    levels: int,
+) -> None:
+    """Each level of segments ends after its idle checks (steps of practically zero
+    size); "auto" grows only while the full-trajectory misfit is above what the noise
+    allows, and each doubling takes ``growth_step_factor`` of the previous step."""
+    steps: list[float] = []
+    optimise = shooting_module.optimise
+
+    def recording(objective: object, settings: LoopSettings, *args: object) -> StageResult:
+        steps.append(settings.learning_rate)
+        return optimise(objective, settings, *args)
+
+    monkeypatch.setattr(shooting_module, "optimise", recording)
+    stage = ShootingStage(
+        max_iter=500,
+        learning_rate=1e-12,
+        segment_length=3,
+        check_every=10,
+        check_patience=2,
+        grow_segments=growth,
+    )
+    result = stage.run(
+        replace(problem, noise_variance=noise_variance), fresh_model(problem), context()
+    )
+    assert result.status == "converged"
+    assert result.n_iter == levels * 2 * 10
+    np.testing.assert_allclose(steps, 1e-12 * stage.growth_step_factor ** np.arange(levels))
+
+
+def test_auto_growth_stops_where_the_noise_allows_the_misfit(problem: TrainingProblem) -> None:
+    stage = ShootingStage(growth_margin=0.002)
+    noisy = replace(problem, noise_variance=0.01)
+    n_observed = float(problem.observed.sum())
+    expected = 0.01 * (1.0 + 2.0 * math.sqrt(2.0 / n_observed)) + 0.002
+    assert stage.grows_above(noisy) == pytest.approx(expected)
+    assert stage.grows_above(replace(problem, noise_variance=0.0)) == pytest.approx(0.002)
+
+
 def test_a_check_keeps_the_best_checked_parameters(problem: TrainingProblem) -> None:
     model = fresh_model(problem)
     check = TrajectoryCheck(problem, model, SOLVER, every=1, patience=5)

@@ -25,6 +25,7 @@ from .._solve import SolverSettings, solve, solve_interpolated
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
 from .loop import LoopSettings, StageResult, optimise
+from .misfit import misfit_the_noise_allows
 from .progress import TrajectoryCheck
 from .tolerance import noise_matched
 
@@ -294,10 +295,15 @@ class ShootingStage(TrainingStage):
         spiral, known structure: flat at 1.16 for 100 steps, then down to the noise).
         A neural ODE keeps inf: on 10 noisy points the checks are what stops it fitting
         the noise (spiral: R^2 -0.14 in 3 s with them, -0.30 in 5 s without).
-    grow_segments : bool
+    grow_segments : bool or "auto"
         When the loss plateaus before the budget is spent, double the segments (keeping
         the start states of the segments that remain) and go on, until a segment covers a
-        whole trajectory: short segments find the basin, long ones refine in it.
+        whole trajectory: short segments find the basin, long ones refine in it. "auto"
+        grows only while the whole trajectories still miss the data by more than the
+        noise allows plus ``growth_margin`` (see :meth:`grows_above`): short segments
+        can each fit their points while their small errors add up to a phase drift over
+        the whole trajectory (noisy irregular spiral, 200 points: full-trajectory MSE
+        0.055, R^2 0.940; with growth 0.005, R^2 0.994).
     only_if_needed : bool
         Skip the stage when the model already fits whole trajectories to within the
         noise: full-trajectory MSE at most twice the estimated noise variance plus
@@ -316,9 +322,11 @@ class ShootingStage(TrainingStage):
     continuity_weight: float = 10.0
     tol: float = 1e-4
     n_iter_no_change: int = 50
-    grow_segments: bool = False
+    grow_segments: bool | str = False
     only_if_needed: bool = False
     needed_above: float = 5e-3
+    growth_margin: float = 2.5e-3
+    growth_step_factor: float = 0.3
     largest_trusted_noise: float = 0.025
     check_every: int = 50
     check_patience: int = 2
@@ -338,6 +346,18 @@ class ShootingStage(TrainingStage):
             )
         return None
 
+    def grows_above(self, problem: TrainingProblem) -> float:
+        """Full-trajectory misfit (scaled MSE) above which ``grow_segments="auto"`` grows
+        the segments: what the noise allows (:func:`.misfit.misfit_the_noise_allows`)
+        plus ``growth_margin``."""
+        return misfit_the_noise_allows(problem) + self.growth_margin
+
+    def _grows(self, problem: TrainingProblem, check: TrajectoryCheck) -> bool:
+        """Whether a level of segments that ended converged goes on with longer ones."""
+        if self.grow_segments == "auto":
+            return check.best_loss > self.grows_above(problem)
+        return bool(self.grow_segments)
+
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         host_times = problem.times.detach().cpu().numpy()
         length = self.segment_length or auto_segment_length(
@@ -345,7 +365,7 @@ class ShootingStage(TrainingStage):
         )
         longest = int(problem.lengths.max())
         solver = noise_matched(context.solver, problem.noise_variance, self.largest_trusted_noise)
-        steps_left, steps_taken, known_starts = self.max_iter, 0, None
+        steps_left, steps_taken, known_starts, level = self.max_iter, 0, None, 0
         while True:
             segments = build_segments(host_times, problem.lengths, length, problem.times.device)
             objective = _ShootingObjective(
@@ -360,7 +380,7 @@ class ShootingStage(TrainingStage):
             )
             settings = LoopSettings(
                 max_iter=steps_left,
-                learning_rate=self.learning_rate,
+                learning_rate=self.learning_rate * self.growth_step_factor**level,
                 tol=self.tol,
                 n_iter_no_change=self.n_iter_no_change,
             )
@@ -377,11 +397,11 @@ class ShootingStage(TrainingStage):
             result = optimise(objective, settings, context.monitor, self.name, check)
             steps_taken += result.n_iter
             steps_left -= result.n_iter
-            can_grow = self.grow_segments and length < longest and steps_left > 0
-            if result.status != "converged" or not can_grow:
+            can_grow = length < longest and steps_left > 0
+            if result.status != "converged" or not can_grow or not self._grows(problem, check):
                 break
             known_starts = objective.start_states_by_key()
-            length = min(2 * length - 1, longest)
+            length, level = min(2 * length - 1, longest), level + 1
         message = result.message
         if result.status == "diverged" and objective.last_failure:
             message = f"{message} ({objective.last_failure})"
