@@ -92,9 +92,9 @@ class NeuralODERegressor(BaseODERegressor):
     shooting_segment_growth : bool or "auto", default="auto"
         When the shooting loss plateaus, double the segments (up to whole trajectories)
         and continue with the remaining budget. "auto" does so only while the whole
-        trajectories still miss the data by more than the noise: short segments can each
-        fit their points while their small errors add up to a phase drift over a long
-        trajectory.
+        trajectories still miss the data by more than the noise and the short segments
+        fit theirs: short segments can each fit their points while their small errors
+        add up to a phase drift over a long trajectory.
     shooting_batch_size : int, default=256
         Segments integrated per shooting step.
     shooting_continuity_weight : float, default=10.0

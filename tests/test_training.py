@@ -435,24 +435,29 @@ def test_shooting_that_cannot_improve_on_its_start_ends_after_patience_checks(
 
 
 @pytest.mark.parametrize(
-    ("growth", "noise_variance", "levels"),
+    ("growth", "margin", "continuity_weight", "levels"),
     [
-        (False, 0.01, 1),
-        (True, 0.01, 6),  # 3, 5, 9, 17, 33 and then all 40 points per segment
-        ("auto", 0.01, 6),  # the fresh field misses the data by far more than the noise
-        ("auto", 100.0, 1),  # ...or not, when the noise is this large
+        (False, 1.0, 0.0, 1),
+        (True, 1.0, 0.0, 6),  # 3, 5, 9, 17, 33 and then all 40 points per segment
+        # short segments fit their points (loss 0.15 <= 1.01), whole trajectories do
+        # not (3.3): grow
+        ("auto", 1.0, 0.0, 6),
+        ("auto", 1.0, 10.0, 1),  # with its continuity gaps a segment misses by 3.8
+        ("auto", 5.0, 0.0, 1),  # the whole trajectories fit within the margin
     ],
 )
-def test_segments_grow_while_the_whole_trajectories_miss_the_data(
+def test_segments_grow_while_they_fit_and_the_whole_trajectories_do_not(
     problem: TrainingProblem,
     monkeypatch: pytest.MonkeyPatch,
     growth: bool | str,
-    noise_variance: float,
+    margin: float,
+    continuity_weight: float,
     levels: int,
 ) -> None:
     """Each level of segments ends after its idle checks (steps of practically zero
     size); "auto" grows only while the full-trajectory misfit is above what the noise
-    allows, and each doubling takes ``growth_step_factor`` of the previous step."""
+    allows plus the margin and the first, shortest segments fit within that bound, and
+    each doubling takes ``growth_step_factor`` of the previous step."""
     steps: list[float] = []
     optimise = shooting_module.optimise
 
@@ -465,16 +470,30 @@ def test_segments_grow_while_the_whole_trajectories_miss_the_data(
         max_iter=500,
         learning_rate=1e-12,
         segment_length=3,
+        continuity_weight=continuity_weight,
         check_every=10,
         check_patience=2,
         grow_segments=growth,
+        growth_margin=margin,
     )
-    result = stage.run(
-        replace(problem, noise_variance=noise_variance), fresh_model(problem), context()
-    )
+    noisy = replace(problem, noise_variance=0.01)
+    result = stage.run(noisy, fresh_model(problem), context())
     assert result.status == "converged"
     assert result.n_iter == levels * 2 * 10
     np.testing.assert_allclose(steps, 1e-12 * stage.growth_step_factor ** np.arange(levels))
+
+
+def test_auto_growth_needs_short_segments_that_fit_and_trajectories_that_do_not(
+    problem: TrainingProblem,
+) -> None:
+    stage = ShootingStage(grow_segments="auto")
+    noisy = replace(problem, noise_variance=0.01)
+    bound = stage.grows_above(noisy)
+    check = TrajectoryCheck(noisy, fresh_model(problem), SOLVER, best_loss=2.0 * bound)
+    assert stage._grows(noisy, check, first_loss=0.5 * bound)
+    assert not stage._grows(noisy, check, first_loss=1.5 * bound)  # the model cannot fit
+    check.best_loss = 0.5 * bound  # the whole trajectories fit: done
+    assert not stage._grows(noisy, check, first_loss=0.1 * bound)
 
 
 def test_auto_growth_stops_where_the_noise_allows_the_misfit(problem: TrainingProblem) -> None:
