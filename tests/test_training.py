@@ -474,7 +474,7 @@ def test_segments_grow_while_they_fit_and_the_whole_trajectories_do_not(
         check_every=10,
         check_patience=2,
         grow_segments=growth,
-        growth_margin=margin,
+        needed_above=margin,
     )
     noisy = replace(problem, noise_variance=0.01)
     result = stage.run(noisy, fresh_model(problem), context())
@@ -497,7 +497,7 @@ def test_auto_growth_needs_short_segments_that_fit_and_trajectories_that_do_not(
 
 
 def test_auto_growth_stops_where_the_noise_allows_the_misfit(problem: TrainingProblem) -> None:
-    stage = ShootingStage(growth_margin=0.002)
+    stage = ShootingStage(needed_above=0.002)
     noisy = replace(problem, noise_variance=0.01)
     n_observed = float(problem.observed.sum())
     expected = 0.01 * (1.0 + 2.0 * math.sqrt(2.0 / n_observed)) + 0.002

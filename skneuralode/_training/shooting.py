@@ -300,7 +300,7 @@ class ShootingStage(TrainingStage):
         the start states of the segments that remain) and go on, until a segment covers a
         whole trajectory: short segments find the basin, long ones refine in it. "auto"
         grows only while the whole trajectories still miss the data by more than the
-        noise allows plus ``growth_margin`` (see :meth:`grows_above`), and only where
+        noise allows plus ``needed_above`` (see :meth:`grows_above`), and only where
         the first, shortest segments fit their own points that well: such segments can
         each fit their points while their small errors add up to a phase drift over the
         whole trajectory (noisy irregular spiral, 200 points, seed 2: full-trajectory
@@ -313,12 +313,11 @@ class ShootingStage(TrainingStage):
         coarsely sampled series the third differences behind the estimate carry signal
         (10 points of a damped oscillator with 10 % noise: ~25x too high), and a fit
         that leaves a third of the variance unexplained must not pass as noise.
-    growth_margin : float
-        Scaled MSE above what the noise allows that still counts as fitted for
-        ``grow_segments="auto"`` (0.005: 0.5 % unexplained variance, as
-        ``needed_above``). Each doubling makes a step cost about twice as much: on the
-        irregular spiral (seed 2) a margin of 0.0025 bought R^2 0.9944 in 38 CPU s
-        where 0.005 gives 0.9937 in 24 s.
+    needed_above : float
+        Scaled MSE above the noise that makes shooting (``only_if_needed``) and a
+        doubling of its segments (``grow_segments="auto"``) needed. Each doubling makes
+        a step cost about twice as much: on the irregular spiral (seed 2) growing down
+        to 0.0025 bought R^2 0.9944 in 38 CPU s where 0.005 gives 0.9937 in 24 s.
     growth_step_factor : float
         Each doubling of the segments multiplies Adam's initial step by this: a longer
         horizon makes the loss steeper in the parameters, and the model is already close
@@ -338,7 +337,6 @@ class ShootingStage(TrainingStage):
     grow_segments: bool | str = False
     only_if_needed: bool = False
     needed_above: float = 5e-3
-    growth_margin: float = 5e-3
     growth_step_factor: float = 0.3
     largest_trusted_noise: float = 0.025
     check_every: int = 50
@@ -362,8 +360,8 @@ class ShootingStage(TrainingStage):
     def grows_above(self, problem: TrainingProblem) -> float:
         """Full-trajectory misfit (scaled MSE) above which ``grow_segments="auto"`` grows
         the segments: what the noise allows (:func:`.misfit.misfit_the_noise_allows`)
-        plus ``growth_margin``."""
-        return misfit_the_noise_allows(problem) + self.growth_margin
+        plus ``needed_above``."""
+        return misfit_the_noise_allows(problem) + self.needed_above
 
     def _grows(self, problem: TrainingProblem, check: TrajectoryCheck, first_loss: float) -> bool:
         """Whether a level of segments that ended converged goes on with longer ones.
@@ -389,7 +387,6 @@ class ShootingStage(TrainingStage):
         longest = int(problem.lengths.max())
         solver = noise_matched(context.solver, problem.noise_variance, self.largest_trusted_noise)
         steps_left, steps_taken, known_starts, level = self.max_iter, 0, None, 0
-        first_loss = math.inf
         while True:
             segments = build_segments(host_times, problem.lengths, length, problem.times.device)
             objective = _ShootingObjective(
@@ -421,7 +418,8 @@ class ShootingStage(TrainingStage):
             result = optimise(objective, settings, context.monitor, self.name, check)
             steps_taken += result.n_iter
             steps_left -= result.n_iter
-            first_loss = result.loss if level == 0 else first_loss
+            if level == 0:
+                first_loss = result.loss  # how well the shortest segments fit their points
             can_grow = length < longest and steps_left > 0 and result.status == "converged"
             if not can_grow or not self._grows(problem, check, first_loss):
                 break
