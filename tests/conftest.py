@@ -1,5 +1,5 @@
 """Fixtures of the test-suite; the systems and settings they use live in
-``sklearn_helpers``, the one module of shared helpers."""
+``sklearn_helpers``, and the training tests' own helpers in ``training_helpers``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sklearn_helpers as helpers
 import torch
 
 from skneuralode import NeuralODERegressor
+from skneuralode._data import validate_trajectories
+from skneuralode._problem import TrainingProblem, build_problem
 from skneuralode.datasets import make_damped_oscillator, make_spiral
 
 # Tiny networks train fastest on one thread, and the suite shares a small machine.
@@ -40,3 +42,15 @@ def fitted_oscillator(oscillator: tuple[np.ndarray, np.ndarray]) -> NeuralODEReg
     """An estimator fitted on ``oscillator`` with the default solver (shared, do not refit)."""
     t, y = oscillator
     return NeuralODERegressor(**helpers.FAST).fit(t, y)
+
+
+@pytest.fixture(scope="module")
+def problem(oscillator: tuple[np.ndarray, np.ndarray]) -> TrainingProblem:
+    """``oscillator`` as a training problem on the CPU in float64, noise estimated."""
+    t, y = oscillator
+    return build_problem(
+        validate_trajectories(t, y),
+        device=torch.device("cpu"),
+        dtype=torch.float64,
+        relative_noise=None,
+    )

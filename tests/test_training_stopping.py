@@ -1,0 +1,301 @@
+"""When stages stop: full-trajectory checks, segment growth, shooting as a rescue."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+import torch
+from training_helpers import (
+    SOLVER,
+    Sabotage,
+    context,
+    fresh_model,
+    parameters_of,
+    trajectory_loss,
+)
+
+import skneuralode._training.shooting as shooting_module
+from skneuralode._fit_warnings import poor_fit_remedies
+from skneuralode._problem import TrainingProblem
+from skneuralode._solve import SolverSettings
+from skneuralode._training import StageContext, TrainingReport, TrainingStage, train
+from skneuralode._training.collocation import CollocationStage
+from skneuralode._training.loop import LoopSettings, StageInterrupted, StageResult
+from skneuralode._training.progress import TrajectoryCheck
+from skneuralode._training.rescue import RescuedPolishStage
+from skneuralode._training.shooting import ShootingStage
+from skneuralode._training.tolerance import ATOL_PER_RTOL, RTOL_PER_NOISE, noise_matched
+from skneuralode._vector_fields import ODEModel
+
+
+# ------------------------------------------------------------- stopping on the full fit
+def test_a_stage_ends_when_the_full_trajectory_fit_stops_improving(
+    problem: TrainingProblem,
+) -> None:
+    """Collocation's own loss keeps falling on a few noisy points; the whole-trajectory
+    fit settles, and the stage ends there instead of spending its budget."""
+    model = fresh_model(problem)
+    stage = CollocationStage(max_iter=5000, check_every=20, check_patience=2)
+    result = stage.run(replace(problem, noise_variance=0.01), model, context())
+    assert result.status == "converged"
+    assert "full-trajectory fit stopped improving" in result.message
+    assert result.n_iter < 5000
+
+
+def test_shooting_that_cannot_improve_on_its_start_ends_after_patience_checks(
+    problem: TrainingProblem,
+) -> None:
+    """The fit shooting starts from is the first checked one: a stage that does not
+    improve on it (here: steps of size zero) ends after ``check_patience`` checks."""
+    model = fresh_model(problem)
+    stage = ShootingStage(
+        max_iter=500,
+        learning_rate=0.0,
+        check_every=10,
+        check_patience=2,
+        checks_decide_below=math.inf,  # the fresh field is far off: decide anyway
+    )
+    result = stage.run(replace(problem, noise_variance=0.01), model, context())
+    assert result.status == "converged"
+    assert result.n_iter == 2 * 10  # checks at steps 0 (the start), 10 and 20
+
+
+@pytest.mark.parametrize(
+    ("growth", "margin", "continuity_weight", "levels"),
+    [
+        (False, 1.0, 0.0, 1),
+        (True, 1.0, 0.0, 6),  # 3, 5, 9, 17, 33 and then all 40 points per segment
+        # short segments fit their points (loss 0.15 <= 1.01), whole trajectories do
+        # not (3.3): grow
+        ("auto", 1.0, 0.0, 6),
+        ("auto", 1.0, 10.0, 1),  # with its continuity gaps a segment misses by 3.8
+        ("auto", 5.0, 0.0, 1),  # the whole trajectories fit within the margin
+    ],
+)
+def test_segments_grow_while_they_fit_and_the_whole_trajectories_do_not(
+    problem: TrainingProblem,
+    monkeypatch: pytest.MonkeyPatch,
+    growth: bool | str,
+    margin: float,
+    continuity_weight: float,
+    levels: int,
+) -> None:
+    """Each level of segments ends after its idle checks (steps of practically zero
+    size); "auto" grows only while the full-trajectory misfit is above what the noise
+    allows plus the margin and the first, shortest segments fit within that bound, and
+    each doubling takes ``growth_step_factor`` of the previous step."""
+    steps: list[float] = []
+    optimise = shooting_module.optimise
+
+    def recording(objective: object, settings: LoopSettings, *args: object) -> StageResult:
+        steps.append(settings.learning_rate)
+        return optimise(objective, settings, *args)
+
+    monkeypatch.setattr(shooting_module, "optimise", recording)
+    stage = ShootingStage(
+        max_iter=500,
+        learning_rate=1e-12,
+        segment_length=3,
+        continuity_weight=continuity_weight,
+        check_every=10,
+        check_patience=2,
+        grow_segments=growth,
+        needed_above=margin,
+    )
+    noisy = replace(problem, noise_variance=0.01)
+    result = stage.run(noisy, fresh_model(problem), context())
+    assert result.status == "converged"
+    assert result.n_iter == levels * 2 * 10
+    np.testing.assert_allclose(steps, 1e-12 * stage.growth_step_factor ** np.arange(levels))
+
+
+def test_auto_growth_needs_short_segments_that_fit_and_trajectories_that_do_not(
+    problem: TrainingProblem,
+) -> None:
+    stage = ShootingStage(grow_segments="auto")
+    noisy = replace(problem, noise_variance=0.01)
+    bound = stage.grows_above(noisy)
+    check = TrajectoryCheck(noisy, fresh_model(problem), SOLVER, best_loss=2.0 * bound)
+    assert stage._grows(noisy, check, first_loss=0.5 * bound)
+    assert not stage._grows(noisy, check, first_loss=1.5 * bound)  # the model cannot fit
+    check.best_loss = 0.5 * bound  # the whole trajectories fit: done
+    assert not stage._grows(noisy, check, first_loss=0.1 * bound)
+
+
+def test_auto_growth_stops_where_the_noise_allows_the_misfit(problem: TrainingProblem) -> None:
+    stage = ShootingStage(needed_above=0.002)
+    noisy = replace(problem, noise_variance=0.01)
+    n_observed = float(problem.observed.sum())
+    expected = 0.01 * (1.0 + 2.0 * math.sqrt(2.0 / n_observed)) + 0.002
+    assert stage.grows_above(noisy) == pytest.approx(expected)
+    assert stage.grows_above(replace(problem, noise_variance=0.0)) == pytest.approx(0.002)
+
+
+def test_a_check_keeps_the_best_checked_parameters(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    check = TrajectoryCheck(problem, model, SOLVER, every=1, patience=5)
+    parameters = list(model.parameters())
+    assert not check.should_stop(1, parameters)
+    best = parameters_of(model)
+    with torch.no_grad():
+        for parameter in model.field.parameters():
+            parameter.add_(1.0)  # a much worse field
+    assert trajectory_loss(problem, model) > check.best_loss
+    check.keep_best(parameters)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, best[name])
+
+
+def test_a_meaningful_improvement_follows_the_noise(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    noisy = TrajectoryCheck(replace(problem, noise_variance=0.01), model, SOLVER)
+    clean = TrajectoryCheck(replace(problem, noise_variance=0.0), model, SOLVER)
+    noisy.best_loss = clean.best_loss = 0.02
+    n_values = int(problem.observed.count_nonzero())
+    assert noisy.n_checked_values == n_values
+    sampling_error = noisy.sampling_fraction * math.sqrt(2.0 / n_values) * 0.01
+    assert noisy.meaningful == pytest.approx(max(noisy.noise_fraction * 0.01, sampling_error))
+    assert clean.meaningful == pytest.approx(clean.relative_tolerance * 0.02)
+
+
+def test_few_noisy_values_ask_for_a_gain_above_the_misfits_sampling_error(
+    problem: TrainingProblem,
+) -> None:
+    """On N observed values the noise part of the misfit varies by sqrt(2 / N) of itself
+    between draws of the noise; gains below a fraction of that do not count, so tiny data
+    stop sooner."""
+    model = fresh_model(problem)
+    few = replace(problem, observed=problem.observed[:, :5], noise_variance=1.0)
+    many = replace(problem, noise_variance=1.0)
+    checks = [TrajectoryCheck(data, model, SOLVER) for data in (few, many)]
+    for check in checks:
+        check.best_loss = 0.5  # below the noise estimate: all of it counts as noise
+    n_few = int(few.observed.count_nonzero())
+    expected = checks[0].sampling_fraction * 0.5 * math.sqrt(2.0 / n_few)
+    assert checks[0].meaningful == pytest.approx(expected)
+    assert checks[0].meaningful > checks[1].meaningful
+    # The (capped) noise fraction still bounds it from below on many values.
+    assert checks[1].meaningful >= checks[1].noise_fraction * checks[1].largest_trusted_noise
+
+
+def test_training_tolerances_follow_the_noise_and_never_tighten() -> None:
+    user = SolverSettings(rtol=1e-6, atol=1e-8)
+    matched = noise_matched(user, noise_variance=0.05**2, largest_trusted_noise=0.025)
+    assert matched.rtol == pytest.approx(RTOL_PER_NOISE * 0.05)
+    assert matched.atol == pytest.approx(ATOL_PER_RTOL * matched.rtol)
+    assert noise_matched(user, 0.0, 0.025) == user  # clean data: the user's tolerances
+    loose = SolverSettings(rtol=1e-2, atol=1e-3)
+    assert noise_matched(loose, 0.05**2, 0.025) == loose
+    capped = noise_matched(user, noise_variance=4.0, largest_trusted_noise=0.025)
+    assert capped.rtol == pytest.approx(RTOL_PER_NOISE * math.sqrt(0.025))
+    fixed = SolverSettings(method="rk4")
+    assert noise_matched(fixed, 0.05**2, 0.025) == fixed
+
+
+# ------------------------------------------------------------- shooting as a rescue
+@dataclass
+class Recorded(TrainingStage):
+    """A stage that records that it ran and, on the runs listed in ``sabotaged``,
+    makes the model much worse (otherwise it leaves the model alone)."""
+
+    name: str = "polish"
+    sabotaged: tuple[int, ...] = ()
+    runs: int = 0
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        if self.runs in self.sabotaged:
+            Sabotage().run(problem, model, context)
+        self.runs += 1
+        return StageResult(self.name, 1, 0.0, "converged")
+
+
+def test_rescue_is_not_run_when_the_polish_fits(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    train(problem, model, [CollocationStage(max_iter=100)], context())
+    polish = Recorded()
+    rescue = RescuedPolishStage(polish, ShootingStage(only_if_needed=True, needed_above=1.0))
+    monitor_context = context()
+    result = rescue.run(problem, model, monitor_context)
+    assert (polish.runs, result.message) == (1, "")
+    assert not [e for e in monitor_context.monitor.history if e["stage"] == "shooting"]
+
+
+def test_rescue_shoots_from_the_polish_start_and_keeps_the_better_fit(
+    problem: TrainingProblem,
+) -> None:
+    model = fresh_model(problem)
+    start_loss = trajectory_loss(problem, model)
+    polish = Recorded(sabotaged=(0,))  # the first polish lands far off, the second idles
+    rescue = RescuedPolishStage(polish, ShootingStage(max_iter=60, only_if_needed=True))
+    monitor_context = context()
+    result = rescue.run(problem, model, monitor_context)
+    assert polish.runs == 2
+    assert "far from the data" in result.message
+    assert "so the first polish was kept" not in result.message
+    # shooting started from the start, not from the sabotaged polish, and improved on it
+    assert trajectory_loss(problem, model) < start_loss
+    shooting_steps = [e for e in monitor_context.monitor.history if e["stage"] == "shooting"]
+    assert shooting_steps
+
+
+def test_rescue_that_does_no_better_keeps_the_first_polish(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    first = parameters_of(model)
+    polish = Recorded(sabotaged=(1,))  # the first polish idles (far off), the second ruins
+    rescue = RescuedPolishStage(polish, ShootingStage(max_iter=1, only_if_needed=True))
+    result = rescue.run(problem, model, context())
+    assert "so the first polish was kept" in result.message
+    for name, value in first.items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_poor_fit_remedies_follow_the_settings() -> None:
+    ended = TrainingReport([StageResult("collocation", 10, 1.0, "max_iter")], 0.9, "x", None)
+    converged = TrainingReport([StageResult("polish", 3, 1.0, "converged")], 0.9, "x", None)
+    assert poor_fit_remedies(converged, False, True)[0] == "shooting=True"
+    assert "shooting=True" not in poor_fit_remedies(converged, "auto", True)
+    assert "polish=True" in poor_fit_remedies(converged, "auto", False)
+    assert "polish=True" not in poor_fit_remedies(converged, "auto", True)
+    assert "a larger max_iter" in poor_fit_remedies(ended, True, True)
+    assert "a larger max_iter" not in poor_fit_remedies(converged, True, True)
+
+
+def test_idle_checks_decide_only_once_the_fit_is_close(problem: TrainingProblem) -> None:
+    """Far from the data (a fresh field) idle checks do not end the stage when asked to
+    decide only below a misfit the fit has not reached; they do once it is reached."""
+    model = fresh_model(problem)
+    parameters = list(model.parameters())
+    start = trajectory_loss(problem, model)
+    far = TrajectoryCheck(problem, model, SOLVER, patience=2, decisive_below=start / 2)
+    near = TrajectoryCheck(problem, model, SOLVER, patience=2, decisive_below=start * 2)
+    always = TrajectoryCheck(problem, model, SOLVER, patience=2)
+    for check in (far, near, always):
+        check.start_from(parameters)
+    # the model does not change: every later check is idle
+    assert [far.should_stop(step, parameters) for step in (1, 2, 3)] == [False] * 3
+    assert [near.should_stop(step, parameters) for step in (1, 2)] == [False, True]
+    assert [always.should_stop(step, parameters) for step in (1, 2)] == [False, True]
+
+
+class InterruptedShooting(ShootingStage):
+    """Shooting that the user interrupts at once."""
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        Sabotage().run(problem, model, context)
+        raise StageInterrupted(StageResult(self.name, 0, math.nan, "interrupted"))
+
+
+def test_an_interrupted_rescue_puts_the_polished_fit_back(problem: TrainingProblem) -> None:
+    expected = fresh_model(problem)
+    torch.manual_seed(1)
+    Sabotage().run(problem, expected, context())  # what the first (sabotaging) polish does
+    model = fresh_model(problem)
+    rescue = RescuedPolishStage(Recorded(sabotaged=(0,)), InterruptedShooting(only_if_needed=True))
+    torch.manual_seed(1)
+    with pytest.raises(StageInterrupted):
+        rescue.run(problem, model, context())
+    for name, value in parameters_of(expected).items():
+        assert torch.equal(model.state_dict()[name], value), name
