@@ -54,15 +54,18 @@ Series = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 # ------------------------------------------------------------------------------ fitting
-def fit(t: np.ndarray, y: np.ndarray, seed: int, **settings: Any) -> tuple[Any, float]:
-    """A default ``NeuralODERegressor`` (plus ``settings``) fitted to ``(t, y)``; CPU s."""
+def fit(
+    t: np.ndarray, y: np.ndarray, seed: int, y0: np.ndarray | None = None, **settings: Any
+) -> tuple[Any, float]:
+    """A default ``NeuralODERegressor`` (plus ``settings``) fitted to ``(t, y)``, with the
+    initial state ``y0`` known if given; CPU s."""
     from skneuralode import NeuralODERegressor
 
     estimator = NeuralODERegressor(random_state=seed, **settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.process_time()
-        estimator.fit(t, y)
+        estimator.fit(t, y, y0=y0)
         return estimator, time.process_time() - start
 
 

@@ -75,9 +75,13 @@ def noisy_irregular(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @contextlib.contextmanager
-def exact_targets(states: np.ndarray) -> Iterator[None]:
+def exact_targets(
+    states: np.ndarray, states_at: slice = slice(1, None), rates_at: slice = slice(None)
+) -> Iterator[None]:
     """Fits inside regress on the true states and rates at their (single trajectory's)
-    observed times instead of the smoother's; the initial state stays the smoother's."""
+    observed times instead of the smoother's: the states at ``states_at`` (by default all
+    but the first, which stays the smoother's initial state) and the rates at
+    ``rates_at`` (all by default)."""
     import skneuralode._base as base
 
     build_problem = base.build_problem
@@ -85,10 +89,10 @@ def exact_targets(states: np.ndarray) -> Iterator[None]:
     def with_exact_targets(batch: Any, **settings: Any) -> Any:
         problem = build_problem(batch, **settings)
         dtype = problem.smoothed_states.dtype
-        scaled_states = problem.scaling.scale_states(states)
-        scaled_rates = problem.scaling.scale_rates(true_rates(states))
-        problem.smoothed_states[0, 1:] = torch.as_tensor(scaled_states[1:], dtype=dtype)
-        problem.smoothed_derivatives[0] = torch.as_tensor(scaled_rates, dtype=dtype)
+        scaled_states = problem.scaling.scale_states(states[states_at])
+        scaled_rates = problem.scaling.scale_rates(true_rates(states[rates_at]))
+        problem.smoothed_states[0, states_at] = torch.as_tensor(scaled_states, dtype=dtype)
+        problem.smoothed_derivatives[0, rates_at] = torch.as_tensor(scaled_rates, dtype=dtype)
         return problem
 
     base.build_problem = with_exact_targets
