@@ -22,6 +22,7 @@ SOLVER = SolverSettings(method="rk4")
 
 
 def fresh_model(problem: TrainingProblem, seed: int = 0) -> ODEModel:
+    """An untrained model of ``problem`` (one 16-unit layer), seeded."""
     torch.manual_seed(seed)
     estimator = NeuralODERegressor(hidden_layer_sizes=(16,))
     initial_times = problem.scaling.unscale_times(problem.times[:, 0].numpy())
@@ -37,12 +38,14 @@ def fresh_model(problem: TrainingProblem, seed: int = 0) -> ODEModel:
 
 
 def context(callbacks: tuple = ()) -> StageContext:
+    """What a stage runs with: the fixed-step solver, a monitor, a seeded generator."""
     return StageContext(
         SOLVER, TrainingMonitor(callbacks=callbacks), torch.Generator().manual_seed(0)
     )
 
 
 def trajectory_loss(problem: TrainingProblem, model: ODEModel) -> float:
+    """The full-trajectory misfit of ``model`` to ``problem``'s data."""
     with torch.no_grad():
         loss, failure = trajectory_misfit(problem, model, SOLVER)
     assert failure is None
@@ -50,6 +53,7 @@ def trajectory_loss(problem: TrainingProblem, model: ODEModel) -> float:
 
 
 def parameters_of(model: ODEModel) -> dict[str, torch.Tensor]:
+    """A copy of every parameter and buffer of ``model``, by name."""
     return {name: value.clone() for name, value in model.state_dict().items()}
 
 
@@ -86,6 +90,7 @@ def minimise(
 
 
 def at_optimum(objective: Quadratic, tolerance: float) -> bool:
+    """Whether the toy objective's point is within ``tolerance`` of its minimum."""
     return bool(
         torch.allclose(objective.point.detach(), torch.full((2,), 3.0).double(), atol=tolerance)
     )
