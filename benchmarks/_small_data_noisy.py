@@ -65,7 +65,10 @@ def fit(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.process_time()
-        estimator.fit(t, y, y0=y0)
+        if y0 is None:  # the baseline package's fit takes no y0
+            estimator.fit(t, y)
+        else:
+            estimator.fit(t, y, y0=y0)
         return estimator, time.process_time() - start
 
 
