@@ -47,18 +47,17 @@ def chi_squared(values: np.ndarray, truth: np.ndarray, noise: np.ndarray) -> np.
     return (((values - truth) / noise) ** 2).sum(axis=1)
 
 
-def variant_figures(seed: int, oracle_points: int | None, known_y0: bool) -> dict[str, float]:
-    from skneuralode.datasets import make_spiral
-
-    times, noisy, clean = noisy_irregular(seed)
-    noise = spiral.NOISE_FRACTION * clean.std(axis=0)  # as add_noise draws it
+def variant_figures(
+    seed: int, data: tuple[np.ndarray, ...], oracle_points: int | None, known_y0: bool
+) -> dict[str, float]:
+    """One fit of ``data`` (times, noisy, clean, noise; dense times and values)."""
+    times, noisy, clean, noise, t_dense, y_dense = data
     oracle: Any = contextlib.nullcontext()
     if oracle_points is not None:
         points = slice(0, oracle_points)
         oracle = exact_targets(clean, states_at=points, rates_at=points)
     with oracle:
         estimator, cpu_s = cases.fit(times, noisy, seed, y0=clean[0] if known_y0 else None)
-    t_dense, y_dense = make_spiral(n_times=spiral.N_DENSE, t_end=spiral.T_END)
     scores = cases.spiral_figures(estimator, cpu_s, t_dense, y_dense, float(times[0]))
     misfit = chi_squared(noisy, estimator.predict(times), noise)
     return {
@@ -72,13 +71,17 @@ def variant_figures(seed: int, oracle_points: int | None, known_y0: bool) -> dic
 
 
 def seed_rows(seed: int) -> dict[str, dict[str, float]]:
-    _, noisy, clean = noisy_irregular(seed)
-    truth = chi_squared(noisy, clean, spiral.NOISE_FRACTION * clean.std(axis=0))
+    from skneuralode.datasets import make_spiral
+
+    times, noisy, clean = noisy_irregular(seed)
+    noise = spiral.NOISE_FRACTION * clean.std(axis=0)  # as add_noise draws it
+    data = (times, noisy, clean, noise, *make_spiral(n_times=spiral.N_DENSE, t_end=spiral.T_END))
+    truth = chi_squared(noisy, clean, noise)
     print(f"seed {seed}: truth chi2 {truth.sum():.0f}, first {FIRST} {truth[:FIRST].sum():.1f}")
-    rows = {"default": variant_figures(seed, None, False)}
+    rows = {"default": variant_figures(seed, data, None, False)}
     for points in ORACLE_POINTS:
-        rows[f"truth at first {points}"] = variant_figures(seed, points, False)
-    rows["known y0"] = variant_figures(seed, None, True)
+        rows[f"truth at first {points}"] = variant_figures(seed, data, points, False)
+    rows["known y0"] = variant_figures(seed, data, None, True)
     return rows
 
 
