@@ -301,7 +301,7 @@ def trajectory_sensitivities(
         return None
     states = [output[:, :n_states] for output in outputs]
     jacobians = [
-        output[:, n_total:].reshape(-1, n_total, field.n_directions)[:, :n_states]
+        output[:, n_total:].reshape(len(output), n_total, field.n_directions)[:, :n_states]
         for output in outputs
     ]
     sensitivities = Sensitivities(states, jacobians)

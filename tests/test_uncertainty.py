@@ -308,6 +308,21 @@ def test_given_initial_state_is_taken_as_exact(decay_fit: dict) -> None:
     assert fitted_start[0, 0] == pytest.approx(expected, rel=1e-6)
 
 
+def test_given_initial_state_with_the_network_held_fixed(monkeypatch: Any) -> None:
+    """Past the output layer's budget a network's parameters are all held fixed: from a
+    given initial state nothing is uncertain but the noise (this once crashed inside the
+    sensitivity solve, which then follows no direction at all)."""
+    monkeypatch.setattr(uncertainty, "MAX_OUTPUT_LAYER_WORK", 10)
+    t, clean = oscillator()
+    estimator = fast_neural(max_iter=40).fit(t, add_noise(clean, 0.05, seed=0))
+    assert estimator._theta_prior_variance_.size == 0  # no output layer followed
+    mean, std = estimator.predict(t[:7], y0=clean[0], return_std=True)
+    assert mean.shape == std.shape == (7, 2)
+    np.testing.assert_allclose(std, np.broadcast_to(estimator.noise_std_, (7, 2)), rtol=1e-12)
+    fitted = estimator.predict(t[:7], return_std=True)[1]  # the fitted y0's spread adds
+    assert np.all(fitted[0] > estimator.noise_std_)
+
+
 def test_linearised_laplace_band_covers_held_out_observations(neural_fit: dict) -> None:
     estimator = neural_fit["estimator"]
     t, clean = oscillator(n_times=59, t_end=5.0)
