@@ -78,17 +78,21 @@ MAX_SENSITIVITY_ROWS = 5_000
 #: states, each as costly as a state): beyond about 15 trajectories of the default
 #: network the output layer is held fixed like the hidden layers. With that much data its
 #: part of the predictive spread is small next to the noise inside the data's span, and
-#: following it cost as much as the fit itself (100 pendulums: 6.9 s for a 9 s fit).
+#: following it costs most of a fit (100 pendulums: 2.7 of a 4.0 CPU s fit).
 MAX_OUTPUT_LAYER_ROWS = 2_000
-#: The same bound on long series: time points times followed directions. The seed spiral
-#: (1000 points, the default network's 130 output-layer directions) spent 27 of a fit's
-#: 33 CPU s following the output layer; beyond this budget it is held fixed too.
-MAX_OUTPUT_LAYER_WORK = 20_000
+#: The same bound on long series: time points times followed directions (5000 points of
+#: the default network's 130 output-layer directions fit). Following the layer costs
+#: little along one series (noisy spiral, 200 / 1000 / 5000 / 20 000 points: 0.5 / 0.5 /
+#: 0.6 / 1.3 CPU s, against 0.2 s without it) and it is what makes the fitted initial
+#: state's spread honest: with the layer held fixed, the irregular noisy spiral's
+#: ``y0_std_`` was 0.1-1.0 noise deviations against errors of 0.2-3.5, with it 1-2.2.
+MAX_OUTPUT_LAYER_WORK = 1_000_000
 #: A model with a network gets an estimate automatically only for up to this many
-#: observation times in all: its sensitivity solve follows the network at every one of
-#: them (the spiral's 1000 points: 28 CPU s for a 25 s fit), which ``fit`` must not pay
-#: unasked. Classical models (no network) always get one.
-MAX_NETWORK_OBSERVATION_TIMES = 500
+#: observation times in all, so that the sensitivity solve stays a small part of a fit
+#: that ``fit`` must not pay unasked (5000 points of the noisy spiral: 0.6 CPU s in a 6 s
+#: fit; one million points with ``max_iter=1`` would double a 10 s fit and hold a
+#: Jacobian of gigabytes). Classical models (no network) always get one.
+MAX_NETWORK_OBSERVATION_TIMES = 5_000
 
 _RELATIVE_EIGENVALUE_FLOOR = 1e-12  # information below this fraction of the largest: none
 _KEPT_DEVIATION = 1e-3  # changes of the prior variance below this fraction are dropped

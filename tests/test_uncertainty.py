@@ -218,6 +218,26 @@ def test_intervals_need_learned_params_and_a_recorded_estimate(
         estimator.predict(t, return_std=True)
 
 
+def test_network_fits_follow_the_output_layer_up_to_the_budgets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """200 observations of the default-width network's two states follow its output
+    layer (130 directions); past the observation-time budget there is no estimate, and
+    ``return_std`` says why."""
+    t, clean = oscillator(n_times=200, t_end=8.0)
+    y = add_noise(clean, 0.05, seed=0)
+    settings = {"hidden_layer_sizes": (64, 64), "max_iter": 10}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        followed = fast_neural(**settings).fit(t, y)
+        assert followed._theta_prior_variance_.size == 130
+        monkeypatch.setattr(uncertainty, "MAX_NETWORK_OBSERVATION_TIMES", 199)
+        skipped = fast_neural(**settings).fit(t, y)
+    assert not hasattr(skipped, "noise_std_")
+    with pytest.raises(ValueError, match=r"network on 200 observation times \(more than 199"):
+        skipped.predict(t, return_std=True)
+
+
 def test_docstring_example_runs() -> None:
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
