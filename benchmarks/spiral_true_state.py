@@ -17,7 +17,21 @@ values has a sampling spread of about +-28), the same over the first 10 observat
 (``chi2_10``), R^2 from the fitted and from the true initial state (``r2``,
 ``r2_true_y0``, as ``small_data.py``), how far the fitted initial state lies from the
 true one (``y0_off``, largest over the states, in noise units) and the CPU seconds of the
-fit. Run from the repository root::
+fit. Three more columns ask what the fit itself knows of its initial state (a
+linearised Laplace estimate that follows the network's output layer):
+
+- ``y0_sd``: the fitted initial state's error in units of its own standard deviation
+  ``y0_std_`` (largest over the states);
+- ``loss_y0``: the expected ``1 - R^2`` from the true state that this uncertainty implies
+  when the field is right for the fitted state: ``tr(M C) / SST`` with ``C`` the initial
+  state's covariance and ``M`` the sum over the dense times of ``J^T J``, ``J`` the
+  prediction's derivative by the initial state (central differences through
+  ``predict``); SST is the truth's total sum of squares;
+- ``band_true``: the share of the clean truth inside the 95 % band of
+  ``predict(t, y0=true state, return_std=True)``.
+
+They are NaN for the known-y0 fits, whose initial state is exact. Run from the
+repository root::
 
     python benchmarks/spiral_true_state.py --seeds 0 1 2
 """
@@ -47,6 +61,37 @@ def chi_squared(values: np.ndarray, truth: np.ndarray, noise: np.ndarray) -> np.
     return (((values - truth) / noise) ** 2).sum(axis=1)
 
 
+def initial_state_figures(
+    estimator: Any, times: np.ndarray, clean: np.ndarray, t_dense: np.ndarray, y_dense: np.ndarray
+) -> dict[str, float]:
+    """``y0_sd``, ``loss_y0`` and ``band_true`` (see the module docstring)."""
+    from skneuralode.datasets import make_spiral
+
+    after = t_dense > times[0]
+    grid = np.concatenate([[times[0]], t_dense[after]])
+    truth = y_dense[after]
+    total = float(((truth - truth.mean(axis=0)) ** 2).sum())
+    true_first = make_spiral(times=np.array([0.0, times[0]]))[1][1]
+    scale = estimator.module_.scaling.state_scale
+    covariance = estimator._initial_state_covariance_[0] * np.outer(scale, scale)
+    step = 1e-4
+    columns = []
+    for state in range(clean.shape[1]):
+        shift = np.zeros(clean.shape[1])
+        shift[state] = step
+        ahead = estimator.predict(grid, y0=estimator.y0_ + shift)[1:]
+        behind = estimator.predict(grid, y0=estimator.y0_ - shift)[1:]
+        columns.append((ahead - behind) / (2.0 * step))
+    jacobian = np.stack(columns, axis=-1)  # (n_times, n_states, n_states)
+    gram = np.einsum("tsi,tsj->ij", jacobian, jacobian)
+    mean, std = estimator.predict(grid, y0=true_first, return_std=True)
+    return {
+        "y0_sd": float(np.max(np.abs(estimator.y0_ - clean[0]) / estimator.y0_std_)),
+        "loss_y0": float(np.trace(gram @ covariance)) / total,
+        "band_true": float(np.mean(np.abs(mean[1:] - truth) <= 1.96 * std[1:])),
+    }
+
+
 def variant_figures(
     seed: int, data: tuple[np.ndarray, ...], oracle_points: int | None, known_y0: bool
 ) -> dict[str, float]:
@@ -60,7 +105,14 @@ def variant_figures(
         estimator, cpu_s = cases.fit(times, noisy, seed, y0=clean[0] if known_y0 else None)
     scores = cases.spiral_figures(estimator, cpu_s, t_dense, y_dense, float(times[0]))
     misfit = chi_squared(noisy, estimator.predict(times), noise)
+    unknown_start = not known_y0 and hasattr(estimator, "y0_std_")
+    nan = {"y0_sd": np.nan, "loss_y0": np.nan, "band_true": np.nan}
     return {
+        **(
+            initial_state_figures(estimator, times, clean, t_dense, y_dense)
+            if unknown_start
+            else nan
+        ),
         "chi2": float(misfit.sum()),
         "chi2_10": float(misfit[:FIRST].sum()),
         "r2": scores["r2"],
