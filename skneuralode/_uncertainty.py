@@ -80,19 +80,20 @@ MAX_SENSITIVITY_ROWS = 5_000
 #: part of the predictive spread is small next to the noise inside the data's span, and
 #: following it costs most of a fit (100 pendulums: 2.7 of a 4.0 CPU s fit).
 MAX_OUTPUT_LAYER_ROWS = 2_000
-#: The same bound on long series: time points times followed directions (5000 points of
-#: the default network's 130 output-layer directions fit). Following the layer costs
-#: little along one series (noisy spiral, 200 / 1000 / 5000 / 20 000 points: 0.5 / 0.5 /
-#: 0.6 / 1.3 CPU s, against 0.2 s without it) and it is what makes the fitted initial
-#: state's spread honest: with the layer held fixed, the irregular noisy spiral's
-#: ``y0_std_`` was 0.1-1.0 noise deviations against errors of 0.2-3.5, with it 1-2.2.
-MAX_OUTPUT_LAYER_WORK = 1_000_000
+#: The same bound on long series: time points times followed directions (every series a
+#: network's fit records, up to 500 points of the default network's 130 output-layer
+#: directions, fits). Following the layer costs little along one series (noisy spiral,
+#: 200 / 1000 / 5000 points: 0.5 / 0.5 / 0.6 CPU s, against 0.2 s without it) and it is
+#: what makes the fitted initial state's spread honest: with the layer held fixed, the
+#: irregular noisy spiral's ``y0_std_`` was 0.1-1.0 noise deviations against errors of
+#: 0.2-3.5, with it 1-2.2.
+MAX_OUTPUT_LAYER_WORK = 100_000
 #: A model with a network gets an estimate automatically only for up to this many
-#: observation times in all, so that the sensitivity solve stays a small part of a fit
-#: that ``fit`` must not pay unasked (5000 points of the noisy spiral: 0.6 CPU s in a 6 s
-#: fit; one million points with ``max_iter=1`` would double a 10 s fit and hold a
+#: observation times in all: past them a fit is fast per point, and the estimate would be
+#: a large part of it that ``fit`` must not pay unasked (the quickstart's 1000-point
+#: spiral: 0.5 CPU s on a 2 s fit; one million points with ``max_iter=1`` would hold a
 #: Jacobian of gigabytes). Classical models (no network) always get one.
-MAX_NETWORK_OBSERVATION_TIMES = 5_000
+MAX_NETWORK_OBSERVATION_TIMES = 500
 
 _RELATIVE_EIGENVALUE_FLOOR = 1e-12  # information below this fraction of the largest: none
 _KEPT_DEVIATION = 1e-3  # changes of the prior variance below this fraction are dropped

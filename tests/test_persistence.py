@@ -172,7 +172,7 @@ def test_persisted_size_is_small_and_independent_of_the_data() -> None:
     training data."""
     sizes, records = {}, {}
     # 60 and 150 points: both fits follow the output layer in their uncertainty record
-    # (it is held fixed beyond a million points x directions), so the records compare
+    # (it is held fixed beyond 100 000 points x directions), so the records compare
     for n_times in (60, 150):
         t, y = oscillator(n_times=n_times, t_end=8.0)
         with warnings.catch_warnings():
