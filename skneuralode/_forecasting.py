@@ -229,11 +229,14 @@ class ForecastingMixin:
             linearised Laplace approximation, and the fitted initial state unless ``y0``
             is given) and the observation noise ``noise_std_``, added in variance. The
             model part alone is ``sqrt(std**2 - noise_std_**2)``. Initial states given
-            in :meth:`fit` (``y0``) count as exact. On long series or many trajectories
-            (the network's output layer times the observation times above 20,000, or
-            above 2,000 trajectory-direction pairs) the output layer is held fixed like
-            the hidden layers: a network's part of the spread is then left out, and
-            from a given ``y0`` only the physical parameters' part remains.
+            in :meth:`fit` (``y0``) count as exact. On many trajectories (above 2,000
+            trajectory-direction pairs: about 15 of the default network) or when the
+            output layer's entries times the time points exceed 100,000 (a wide network
+            or many states on a long series) the output layer is held fixed like the
+            hidden layers: a network's part of the spread is then left out, and from a
+            given ``y0`` only the physical parameters' part remains. A model with a
+            network fitted to more than 500 observation times records no estimate
+            (``return_std`` then raises a ValueError that says why).
 
         Returns
         -------

@@ -419,8 +419,8 @@ def record_fit_uncertainty(
     ):
         estimator._uncertainty_note = (
             f"not computed for a model with a network on {n_times} observation times "
-            f"(more than {MAX_NETWORK_OBSERVATION_TIMES}), where it would cost as much as "
-            "the fit"
+            f"(more than {MAX_NETWORK_OBSERVATION_TIMES}), where it would be a large part "
+            "of the fit's cost"
         )
         return None
     with_network = parameter_layout(model, include_output_layer=True)

@@ -224,6 +224,8 @@ def test_network_fits_follow_the_output_layer_up_to_the_budgets(
     """200 observations of the default-width network's two states follow its output
     layer (130 directions); past the observation-time budget there is no estimate, and
     ``return_std`` says why."""
+    # every series that gets a record follows the default network's output layer
+    assert uncertainty.MAX_NETWORK_OBSERVATION_TIMES * 130 <= uncertainty.MAX_OUTPUT_LAYER_WORK
     t, clean = oscillator(n_times=200, t_end=8.0)
     y = add_noise(clean, 0.05, seed=0)
     settings = {"hidden_layer_sizes": (64, 64), "max_iter": 10}
