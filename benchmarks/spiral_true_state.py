@@ -17,13 +17,13 @@ values has a sampling spread of about +-28), the same over the first 10 observat
 (``chi2_10``), R^2 from the fitted and from the true initial state (``r2``,
 ``r2_true_y0``, as ``small_data.py``), how far the fitted initial state lies from the
 true one (``y0_off``, largest over the states, in noise units) and the CPU seconds of the
-fit. Three more columns ask what the fit itself knows of its initial state (a
+fit. Four more columns ask what the fit itself knows of its initial state (a
 linearised Laplace estimate that follows the network's output layer):
 
 - ``y0_sd``: the fitted initial state's error in units of its own standard deviation
   ``y0_std_`` (largest over the states);
 - ``loss_y0``: the expected ``1 - R^2`` from the true state that this uncertainty implies
-  when the field is right for the fitted state: ``tr(M C) / SST`` with ``C`` the initial
+  when the field is right for the fitted state: ``tr(M C)`` with ``C`` the initial
   state's covariance and ``M`` the sum over the dense times of ``J^T J``, ``J`` the
   prediction's derivative by the initial state (central differences through
   ``predict``); each state's part over its own total sum of squares SST, averaged over

@@ -330,7 +330,9 @@ def test_given_initial_state_is_taken_as_exact(decay_fit: dict) -> None:
     assert fitted_start[0, 0] == pytest.approx(expected, rel=1e-6)
 
 
-def test_given_initial_state_with_the_network_held_fixed(monkeypatch: Any) -> None:
+def test_given_initial_state_with_the_network_held_fixed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Past the output layer's budget a network's parameters are all held fixed: from a
     given initial state nothing is uncertain but the noise (this once crashed inside the
     sensitivity solve, which then follows no direction at all)."""
