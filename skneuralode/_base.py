@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -126,10 +127,13 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
     def _record_data_facts(self, batch: TrajectoryBatch) -> None:
         """Set subclass-specific fitted attributes that describe the training data."""
 
-    def _after_training(self, problem: TrainingProblem, model: ODEModel) -> None:
+    def _after_training(
+        self, problem: TrainingProblem, model: ODEModel, fit_seconds: float
+    ) -> None:
         """Record what needs the training data besides the model: the covariance of the
-        fit (``_uncertainty``), for ``return_std`` and parameter intervals."""
-        record_fit_uncertainty(self, problem, model)
+        fit (``_uncertainty``), for ``return_std`` and parameter intervals, within the
+        side budget of a training that took ``fit_seconds`` CPU s."""
+        record_fit_uncertainty(self, problem, model, fit_seconds=fit_seconds)
 
     # ------------------------------------------------------------------ configuration
     def _solver_settings(self) -> SolverSettings:
@@ -297,6 +301,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
         generator = torch.Generator(device=device).manual_seed(seed)
         monitor = TrainingMonitor(self.verbose, callbacks)
         context = StageContext(spec.solver, monitor, generator)
+        started = time.process_time()
         with compiled_field(model, self.compile_field):
             report = train(
                 problem,
@@ -308,7 +313,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             )
         previous_state = dict(vars(self))
         try:
-            self._after_training(problem, model)
+            self._after_training(problem, model, time.process_time() - started)
             self._set_fitted_state(model, batch, report, monitor)
         except BaseException:  # never leave a half-updated estimator behind
             vars(self).clear()
@@ -442,7 +447,8 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------- persistence
     def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # object's is the live __dict__: copy it
+        state.pop("_deferred_uncertainty", None)  # the training data: not part of a model
         module = state.get("module_")
         if module is not None and next(module.parameters()).device.type != "cpu":
             state["module_"] = copy.deepcopy(module).cpu()

@@ -95,6 +95,18 @@ MAX_OUTPUT_LAYER_WORK = 100_000
 #: Jacobian of gigabytes). Classical models (no network) always get one.
 MAX_NETWORK_OBSERVATION_TIMES = 500
 
+#: Every computation a fit makes besides training (this record, checks) gets the larger
+#: of SIDE_BUDGET_SECONDS and SIDE_BUDGET_FRACTION of the training's CPU time.
+SIDE_BUDGET_SECONDS = 1.0
+SIDE_BUDGET_FRACTION = 0.2
+#: CPU seconds per entry of the information blocks (per observed state, trajectory and
+#: pair of directions, ``n_observed * n_traj * n_directions**2``): filling them and the
+#: noise / prior fixed point over them dominate the record's cost where there are many
+#: states, which the direction budgets above do not count. Measured here (one thread):
+#: 200 states, 5 trajectories of 30 points, 40 M entries, 2.3 CPU s (5.6e-8 s each);
+#: doubled for a slower machine. At 16 such trajectories the blocks alone hold 1 GB.
+SECONDS_PER_INFORMATION_ENTRY = 1e-7
+
 _RELATIVE_EIGENVALUE_FLOOR = 1e-12  # information below this fraction of the largest: none
 _KEPT_DEVIATION = 1e-3  # changes of the prior variance below this fraction are dropped
 _MIN_NOISE_STD = 1e-8  # scaled units: clean data still give finite information
@@ -398,8 +410,26 @@ def _output_parameters(model: ODEModel) -> list[torch.Tensor]:
 
 
 # ----------------------------------------------------------------- estimator records
+def side_budget(fit_seconds: float) -> float:
+    """CPU seconds a fit may spend on computations besides training: the larger of
+    ``SIDE_BUDGET_SECONDS`` and ``SIDE_BUDGET_FRACTION`` of the training's CPU time."""
+    return max(SIDE_BUDGET_SECONDS, SIDE_BUDGET_FRACTION * fit_seconds)
+
+
+def estimated_record_seconds(problem: TrainingProblem, model: ODEModel, n_theta: int) -> float:
+    """The cost model of :func:`estimate_fit_uncertainty` with ``n_theta`` followed field
+    parameters: its information blocks (``SECONDS_PER_INFORMATION_ENTRY``)."""
+    n_directions = n_theta + model.n_states
+    entries = model.spec.n_observed * problem.n_traj * n_directions**2
+    return SECONDS_PER_INFORMATION_ENTRY * entries
+
+
 def record_fit_uncertainty(
-    estimator: Any, problem: TrainingProblem, model: ODEModel
+    estimator: Any,
+    problem: TrainingProblem,
+    model: ODEModel,
+    *,
+    fit_seconds: float = math.inf,
 ) -> FitUncertainty | None:
     """Set (or clear) the estimator's uncertainty records after a fit.
 
@@ -408,10 +438,17 @@ def record_fit_uncertainty(
     ``MAX_OUTPUT_LAYER_WORK``); otherwise only physical parameters and
     initial states. Returns the estimate (None when there is
     none; the reason is kept in ``estimator._uncertainty_note``).
+
+    The record is bounded by the side budget (:func:`side_budget` of ``fit_seconds``,
+    the training's CPU time): where :func:`estimated_record_seconds` exceeds it (many
+    states and trajectories), it is deferred: the training problem is kept on the
+    estimator, and the first ``predict(..., return_std=True)`` or ``param_intervals``
+    computes it (:func:`complete_deferred_uncertainty`).
     """
     for name in RECORDED_ATTRIBUTES:
         if name in vars(estimator):
             delattr(estimator, name)
+    vars(estimator).pop("_deferred_uncertainty", None)
     n_times = int(problem.lengths.sum())
     if (
         getattr(model.field, "network", True) is not None
@@ -431,6 +468,21 @@ def record_fit_uncertainty(
         and rows <= MAX_OUTPUT_LAYER_ROWS
         and work <= MAX_OUTPUT_LAYER_WORK
     )
+    n_theta = (
+        with_network if has_network else parameter_layout(model, include_output_layer=False)
+    ).size
+    cost = estimated_record_seconds(problem, model, n_theta)
+    budget = side_budget(fit_seconds)
+    if cost > budget:
+        estimator._deferred_uncertainty = (problem, model)
+        estimator._uncertainty_note = (
+            f"deferred at the end of fit: for {model.n_states} states and "
+            f"{problem.n_traj} trajectories it costs about {cost:.2g} CPU s, above the "
+            f"{budget:.2g} s a fit may spend besides training (the larger of "
+            f"{SIDE_BUDGET_SECONDS:g} s and {SIDE_BUDGET_FRACTION:.0%} of the training); "
+            "predict(..., return_std=True) or param_intervals computes it when first asked"
+        )
+        return None
     with one_blas_thread():
         estimate = estimate_fit_uncertainty(problem, model, include_output_layer=has_network)
     if isinstance(estimate, str):
@@ -467,10 +519,27 @@ def theta_covariance(estimator: Any) -> np.ndarray:
     return np.diag(estimator._theta_prior_variance_) + (directions * deviations) @ directions.T
 
 
+def complete_deferred_uncertainty(estimator: Any) -> None:
+    """Compute the uncertainty record that :func:`record_fit_uncertainty` deferred (the
+    caller asked for it, so no budget applies), and the fitted attributes derived from
+    it; nothing to do when none was deferred."""
+    deferred = vars(estimator).pop("_deferred_uncertainty", None)
+    if deferred is None or deferred[1] is not getattr(estimator, "module_", None):
+        return
+    problem, model = deferred
+    record_fit_uncertainty(estimator, problem, model)
+    estimator._after_fit()
+
+
 def _require_records(estimator: Any) -> None:
+    complete_deferred_uncertainty(estimator)
     if not hasattr(estimator, "_theta_prior_variance_"):
         note = getattr(estimator, "_uncertainty_note", None)
         reason = f": {note}" if note else ""
+        if note and note.startswith("deferred"):
+            reason += (
+                " (it needs the training data: a loaded or copied estimator lacks them; fit again)"
+            )
         raise ValueError(
             "This fit recorded no uncertainty estimate" + reason + ", so return_std and "
             "parameter intervals are not available."

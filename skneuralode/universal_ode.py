@@ -31,7 +31,7 @@ from ._training.physics_first import PhysicsFirstStage
 from ._training.polish import PolishStage
 from ._training.rescue import RescuedPolishStage
 from ._training.shooting import ShootingStage
-from ._uncertainty import check_confidence
+from ._uncertainty import check_confidence, complete_deferred_uncertainty
 from ._vector_fields import ODEModel, feature_statistics
 from .neural_ode import observed_reference_states
 
@@ -536,8 +536,10 @@ class UniversalODERegressor(BaseODERegressor):
         ends = batch.times[np.arange(batch.n_traj), batch.lengths - 1]
         self._time_spans_ = np.stack([batch.times[:, 0], ends], axis=1)  # (n_traj, 2)
 
-    def _after_training(self, problem: TrainingProblem, model: ODEModel) -> None:
-        super()._after_training(problem, model)
+    def _after_training(
+        self, problem: TrainingProblem, model: ODEModel, fit_seconds: float
+    ) -> None:
+        super()._after_training(problem, model, fit_seconds)
         parameters = model.field.physical_parameters
         if parameters.names and hasattr(self, "_physical_information_"):
             information = self._physical_information_
@@ -698,7 +700,10 @@ class UniversalODERegressor(BaseODERegressor):
         interval is ``raw +- t_{dof} * std(raw)`` mapped back through the parameter's
         transform, so a positive parameter's interval never reaches zero and a
         bounded one's stays inside its bounds. ``params_std_`` holds the standard
-        deviations (delta method).
+        deviations (delta method). Where that record would cost ``fit`` more than the
+        larger of 1 CPU s and 20 % of its training (many states and trajectories), it
+        is deferred to the first call of this method or of ``predict(...,
+        return_std=True)``, which compute it (``params_std_`` then appears too).
 
         ``"profile"``: profile-likelihood intervals, for small or strongly nonlinear
         problems where the quadratic approximation is poor: each parameter is moved
@@ -760,6 +765,7 @@ class UniversalODERegressor(BaseODERegressor):
         parameters = model.field.physical_parameters
         if not parameters.names:
             raise ValueError("This model has no learned physical parameters (params).")
+        complete_deferred_uncertainty(self)
         if not hasattr(self, "_physical_information_"):
             note = getattr(self, "_uncertainty_note", None)
             raise ValueError(

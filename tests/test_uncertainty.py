@@ -478,3 +478,44 @@ def test_models_with_inputs_get_intervals_and_bands_that_follow_the_inputs() -> 
     assert strong.max() > std.max()
     with pytest.raises(ValueError, match="u"):
         estimator.predict(t, return_std=True)
+
+
+# --------------------------------------------------------------------- side budget
+def test_record_cost_model_counts_states() -> None:
+    """The information blocks grow with the square of the states: 200 states on five
+    trajectories cost above the side budget of a one-second fit, one state does not."""
+    t, y = decay_data(20)
+    estimator = decay_model(max_iter=5).fit(t, y)
+    problem_like = type("P", (), {"n_traj": 5})()
+    model = estimator.module_
+    small = uncertainty.estimated_record_seconds(problem_like, model, n_theta=1)
+    wide = type("M", (), {"n_states": 200, "spec": type("S", (), {"n_observed": 200})()})()
+    large = uncertainty.estimated_record_seconds(problem_like, wide, n_theta=0)
+    assert small < 1e-3 < uncertainty.side_budget(0.0) < large
+    assert uncertainty.side_budget(100.0) == pytest.approx(20.0)
+
+
+def test_record_over_the_budget_is_deferred_until_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record costing more than the side budget is not computed by ``fit``; the first
+    ``param_intervals`` or ``return_std`` computes the same record, and a pickled copy
+    (without the training data) says how to get it."""
+    t, y = decay_data(20)
+    recorded = decay_model().fit(t, y)
+    monkeypatch.setattr(uncertainty, "SECONDS_PER_INFORMATION_ENTRY", 1e6)
+    deferred = decay_model().fit(t, y)
+    assert not hasattr(deferred, "noise_std_") and not hasattr(deferred, "params_std_")
+    assert deferred._uncertainty_note.startswith("deferred")
+    buffer = io.BytesIO()
+    joblib.dump(deferred, buffer)
+    buffer.seek(0)
+    copied = joblib.load(buffer)
+    with pytest.raises(ValueError, match=r"deferred.*return_std=True.*fit again"):
+        copied.predict(t, return_std=True)
+    intervals = deferred.param_intervals()
+    np.testing.assert_allclose(intervals["k"], recorded.param_intervals()["k"], rtol=1e-8)
+    np.testing.assert_allclose(deferred.params_std_["k"], recorded.params_std_["k"], rtol=1e-8)
+    np.testing.assert_allclose(
+        deferred.predict(t, return_std=True)[1], recorded.predict(t, return_std=True)[1]
+    )
