@@ -319,7 +319,8 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             vars(self).clear()
             vars(self).update(previous_state)
             raise
-        warn_about_fit(report, batch.states, self.shooting, self.polish)
+        has_network = getattr(model.field, "network", None) is not None
+        warn_about_fit(report, batch.states, self.shooting, self.polish, has_network=has_network)
         return self
 
     def _model_spec(

@@ -23,12 +23,27 @@ def flat_states(states: np.ndarray) -> list[int]:
     return np.flatnonzero(seen & (spread <= _FLAT_RELATIVE_SPREAD * level)).tolist()
 
 
-def poor_fit_remedies(report: TrainingReport, shooting: bool | str, polish: bool) -> list[str]:
+#: What helps a poor fit of a model without a network (classical parameter estimation):
+#: the misfit of a few parameters has local minima that a better start, known signs or
+#: known initial states avoid; a network can only help if the physics is incomplete.
+CLASSICAL_REMEDIES = (
+    "starting values in params nearer the expected ones (or several starts)",
+    "param_constraints (e.g. 'positive') where the signs are known",
+    "known initial states (fit(..., y0=...))",
+    "a network term (hidden_layer_sizes) if the physics may be incomplete",
+)
+
+
+def poor_fit_remedies(
+    report: TrainingReport, shooting: bool | str, polish: bool, *, has_network: bool = True
+) -> list[str]:
     """Settings worth changing after a poor fit.
 
     Multiple shooting first where it is off: a full-trajectory fit of oscillating data
     from a poor start ends in a local minimum that short segments avoid. The polish where
-    it is off, more steps where a stage used all it had, and a wider network always.
+    it is off, more steps where a stage used all it had, then a wider network for a model
+    with one (``has_network``), or what helps a classical fit (``CLASSICAL_REMEDIES``)
+    for a model without.
     """
     remedies = []
     if shooting is False:
@@ -37,12 +52,17 @@ def poor_fit_remedies(report: TrainingReport, shooting: bool | str, polish: bool
         remedies.append("polish=True")
     if any(result.status == "max_iter" for result in report.results):
         remedies.append("a larger max_iter")
-    remedies.append("a wider network")
+    remedies.extend(["a wider network"] if has_network else CLASSICAL_REMEDIES)
     return remedies
 
 
 def warn_about_fit(
-    report: TrainingReport, states: np.ndarray, shooting: bool | str, polish: bool
+    report: TrainingReport,
+    states: np.ndarray,
+    shooting: bool | str,
+    polish: bool,
+    *,
+    has_network: bool = True,
 ) -> None:
     """Warn (``ConvergenceWarning``) about how training ended, with what to try.
 
@@ -54,6 +74,8 @@ def warn_about_fit(
         The training states, to name states that are constant up to noise.
     shooting, polish
         The estimator's settings of the same names, for the remedies of a poor fit.
+    has_network : bool
+        Whether the model has a network (the remedies of a poor fit differ without).
     """
     flat = flat_states(states)
     if report.interrupted_in is not None:
@@ -101,7 +123,8 @@ def warn_about_fit(
         warnings.warn(
             f"The fit is poor (scaled trajectory MSE {report.trajectory_loss:.3g}, i.e. "
             f"R^2 about {1 - report.trajectory_loss:.2f} on the training data).{flat_hint} "
-            f"Try {', '.join(poor_fit_remedies(report, shooting, polish))}, or check the data.",
+            f"Try {', '.join(poor_fit_remedies(report, shooting, polish, has_network=has_network))}"
+            ", or check the data.",
             ConvergenceWarning,
             stacklevel=3,
         )

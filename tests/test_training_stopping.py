@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from training_helpers import (
     SOLVER,
     Sabotage,
@@ -18,6 +19,7 @@ from training_helpers import (
 )
 
 import skneuralode._training.shooting as shooting_module
+from skneuralode import UniversalODERegressor
 from skneuralode._fit_warnings import poor_fit_remedies
 from skneuralode._problem import TrainingProblem
 from skneuralode._solve import SolverSettings
@@ -261,6 +263,32 @@ def test_poor_fit_remedies_follow_the_settings() -> None:
     assert "polish=True" not in poor_fit_remedies(converged, "auto", True)
     assert "a larger max_iter" in poor_fit_remedies(ended, True, True)
     assert "a larger max_iter" not in poor_fit_remedies(converged, True, True)
+    assert "a wider network" in poor_fit_remedies(converged, True, True)
+    classical = poor_fit_remedies(converged, True, True, has_network=False)
+    assert "a wider network" not in classical
+    assert any("param_constraints" in remedy for remedy in classical)
+
+
+def _decay(t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    return -p["k"] * y
+
+
+def test_poor_classical_fit_is_not_advised_a_wider_network() -> None:
+    """A model without a network that fits poorly (a decay fitted to a sine) is advised
+    what helps a classical fit, not a wider network."""
+    t = np.linspace(0.0, 6.0, 25)
+    y = np.sin(2.0 * t)[:, None]
+    estimator = UniversalODERegressor(
+        known=_decay,
+        params={"k": 0.5},
+        hidden_layer_sizes=(),
+        max_iter=30,
+        random_state=0,
+    )
+    with pytest.warns(ConvergenceWarning, match="The fit is poor") as caught:
+        estimator.fit(t, y)
+    message = " ".join(str(w.message) for w in caught if "poor" in str(w.message))
+    assert "wider network" not in message and "param_constraints" in message
 
 
 def test_idle_checks_decide_only_once_the_fit_is_close(problem: TrainingProblem) -> None:
