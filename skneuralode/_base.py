@@ -128,7 +128,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ configuration
     def _solver_settings(self) -> SolverSettings:
-        return as_settings("solver", self.solver).solver_settings()
+        return as_settings("solver", self.solver)._solver_settings()
 
     def _stages(self) -> list[TrainingStage]:
         """The training stages the settings ask for, in order (see ``_settings``)."""
@@ -137,9 +137,9 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
         polish = as_settings("polish", self.polish)
         stages: list[TrainingStage] = []
         if collocation is not None:
-            stages.append(collocation.stage(self.max_iter))
+            stages.append(collocation._stage(self.max_iter))
         if shooting is not None:
-            stages.append(shooting.stage(self.max_iter, self._shooting_checks_decide_below))
+            stages.append(shooting._stage(self.max_iter, self._shooting_checks_decide_below))
         if polish is not None:
             stages.append(self._polish_stage(polish))
         if not stages:
@@ -150,7 +150,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
 
     def _polish_stage(self, polish: Polish) -> TrainingStage:
         """The polish stage of ``polish`` (its None settings: this estimator's)."""
-        max_iter, _ = polish.resolved(self._polish_max_iter, self._polish_method)
+        max_iter, _ = polish._resolved(self._polish_max_iter, self._polish_method)
         return PolishStage(max_iter=max_iter)
 
     def set_params(self, **params: Any) -> BaseODERegressor:

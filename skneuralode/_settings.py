@@ -13,7 +13,7 @@ An estimator's argument may also be a plain value that reads naturally
 (or None for a stage that is off). The objects then build the internal training stages
 (:mod:`~skneuralode._training`) from their settings; nothing else reads them.
 
-Each object validates its settings in one place, :meth:`TrainingSettings.check`, called
+Each object validates its settings in one place, :meth:`TrainingSettings._check`, called
 by ``fit``, with errors that name the setting as ``shooting.segment_length``.
 """
 
@@ -48,7 +48,7 @@ class TrainingSettings(BaseEstimator):
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
-    def check(self, argument: str, owner: str) -> None:
+    def _check(self, argument: str, owner: str) -> None:
         """Validate every setting, naming it ``argument.setting`` (e.g.
         ``shooting.segment_length``) as a setting of ``owner`` (the estimator's class).
 
@@ -65,7 +65,7 @@ class TrainingSettings(BaseEstimator):
         )
 
     @classmethod
-    def from_plain(cls, value: Any) -> TrainingSettings | None:
+    def _from_plain(cls, value: Any) -> TrainingSettings | None:
         """The settings a plain argument value stands for (None: the stage is off)."""
         raise NotImplementedError
 
@@ -146,10 +146,10 @@ class Solver(TrainingSettings):
         self.compile_field = compile_field
 
     @classmethod
-    def from_plain(cls, value: Any) -> Solver:
+    def _from_plain(cls, value: Any) -> Solver:
         return cls(method=value)
 
-    def solver_settings(self) -> SolverSettings:
+    def _solver_settings(self) -> SolverSettings:
         """The integration settings a fitted model keeps (all but ``compile_field``)."""
         return SolverSettings(
             method=self.method,
@@ -224,10 +224,10 @@ class Collocation(TrainingSettings):
         self.max_iter = max_iter
 
     @classmethod
-    def from_plain(cls, value: Any) -> Collocation | None:
+    def _from_plain(cls, value: Any) -> Collocation | None:
         return cls() if value else None
 
-    def stage(self, max_iter: int, name: str = "collocation") -> CollocationStage:
+    def _stage(self, max_iter: int, name: str = "collocation") -> CollocationStage:
         """The training stage (``max_iter``: the estimator's, unless set here)."""
         return CollocationStage(
             max_iter=max_iter if self.max_iter is None else self.max_iter,
@@ -338,12 +338,12 @@ class MultipleShooting(TrainingSettings):
         self.only_if_needed = only_if_needed
 
     @classmethod
-    def from_plain(cls, value: Any) -> MultipleShooting | None:
+    def _from_plain(cls, value: Any) -> MultipleShooting | None:
         if isinstance(value, str) and value == "auto":
             return cls(only_if_needed=True)
         return cls(only_if_needed=False) if value else None
 
-    def stage(self, max_iter: int, checks_decide_below: float = math.inf) -> ShootingStage:
+    def _stage(self, max_iter: int, checks_decide_below: float = math.inf) -> ShootingStage:
         """The training stage (``max_iter``: the estimator's, unless set here;
         ``checks_decide_below``: see :class:`~skneuralode._training.shooting.ShootingStage`)."""
         return ShootingStage(
@@ -405,10 +405,10 @@ class Polish(TrainingSettings):
         self.method = method
 
     @classmethod
-    def from_plain(cls, value: Any) -> Polish | None:
+    def _from_plain(cls, value: Any) -> Polish | None:
         return cls() if value else None
 
-    def resolved(self, max_iter: int, method: str) -> tuple[int, str]:
+    def _resolved(self, max_iter: int, method: str) -> tuple[int, str]:
         """``(max_iter, method)``, each given here or else the estimator's default."""
         return (
             max_iter if self.max_iter is None else self.max_iter,
@@ -438,7 +438,7 @@ def as_settings(argument: str, value: Any) -> Any:
     ``"shooting"`` or ``"polish"``): ``value`` itself when it is one, else the object its
     plain value stands for; None when the stage is off."""
     cls = SETTINGS_CLASSES[argument]
-    return value if isinstance(value, cls) else cls.from_plain(value)
+    return value if isinstance(value, cls) else cls._from_plain(value)
 
 
 def check_settings(estimator: Any) -> None:
@@ -447,4 +447,4 @@ def check_settings(estimator: Any) -> None:
     for argument, cls in SETTINGS_CLASSES.items():
         value = getattr(estimator, argument)
         if isinstance(value, cls):
-            value.check(argument, type(estimator).__name__)
+            value._check(argument, type(estimator).__name__)

@@ -365,12 +365,12 @@ class UniversalODERegressor(BaseODERegressor):
         collocation = as_settings("collocation", self.collocation)
         has_network = bool(self.hidden_layer_sizes)
         if self.physics_first and collocation is not None and self.params and has_network:
-            physics = collocation.stage(self.max_iter, name="physics")
+            physics = collocation._stage(self.max_iter, name="physics")
             stages.insert(0, PhysicsFirstStage(physics))
         return stages
 
     def _polish_stage(self, polish: Polish) -> TrainingStage:
-        max_iter, method = polish.resolved(self._polish_max_iter, self._polish_method)
+        max_iter, method = polish._resolved(self._polish_max_iter, self._polish_method)
         if method != "gauss-newton":
             return super()._polish_stage(polish)
         return GaussNewtonStage(
