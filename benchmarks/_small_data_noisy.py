@@ -23,8 +23,8 @@ default unless the case says otherwise; ``cpu_s`` is ``time.process_time`` aroun
     years (10 % noise), a damped oscillator (25 points, 5 %), Van der Pol with mu = 1
     over two cycles (30 points, 5 %). ``r2_in_sample`` scores the noisy data the fit saw,
     ``r2_clean`` the clean values at the same times. The ``... long polish`` cases fit
-    the same data with ``polish=True, polish_max_iter=200``: the reference of what a fit
-    can reach on these points (current code only).
+    the same data with ``polish=Polish(max_iter=200)``: the reference of what a fit can
+    reach on these points (current code only).
 ``spiral 1e6 max_iter=1``
     one clean 10^6-point spiral, ``fit(max_iter=1)``: the time the data layer and the
     smoother take (current code only: the issue measured 489 s before).
