@@ -205,3 +205,23 @@ def test_format_2_file_with_flat_names_loads(tmp_path: Path) -> None:
             archive.writestr(name, data)
     with pytest.raises(ValueError, match=r"sets \[.*'rtol'.*\], which NeuralODERegressor"):
         load(path)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda s: s["params"].update(evil=1), r"MultipleShooting has no \['evil'\]"),
+        (lambda s: s.update(type="ModelSpec"), "unknown settings"),
+        (lambda s: s["params"].update(batch_size="many"), r"'shooting\.batch_size' parameter"),
+    ],
+)
+def test_tampered_settings_in_a_file_are_refused(tmp_path: Path, tamper, message: str) -> None:
+    path = tmp_path / "model.skn"
+    NeuralODERegressor(shooting=MultipleShooting(batch_size=8)).save(path)
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read(CONFIG_MEMBER))
+    tamper(config["params"]["shooting"]["__settings__"])
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(CONFIG_MEMBER, json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        load(path)
