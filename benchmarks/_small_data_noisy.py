@@ -23,8 +23,8 @@ default unless the case says otherwise; ``cpu_s`` is ``time.process_time`` aroun
     years (10 % noise), a damped oscillator (25 points, 5 %), Van der Pol with mu = 1
     over two cycles (30 points, 5 %). ``r2_in_sample`` scores the noisy data the fit saw,
     ``r2_clean`` the clean values at the same times. The ``... long polish`` cases fit
-    the same data with ``polish=True, polish_max_iter=200``: the reference of what a fit
-    can reach on these points (current code only).
+    the same data with ``polish=Polish(max_iter=200)``: the reference of what a fit can
+    reach on these points (current code only).
 ``spiral 1e6 max_iter=1``
     one clean 10^6-point spiral, ``fit(max_iter=1)``: the time the data layer and the
     smoother take (current code only: the issue measured 489 s before).
@@ -47,6 +47,7 @@ import spiral
 from scipy.integrate import solve_ivp
 
 SPIRAL_Y0 = np.array([2.0, 0.0])
+#: In the flat names both codes once had; :func:`fit` maps them per code version.
 LONG_POLISH = {"polish": True, "polish_max_iter": 200}
 
 #: t (n,), noisy y (n, n_states), clean y (n, n_states)
@@ -58,9 +59,19 @@ def fit(
     t: np.ndarray, y: np.ndarray, seed: int, y0: np.ndarray | None = None, **settings: Any
 ) -> tuple[Any, float]:
     """A default ``NeuralODERegressor`` (plus ``settings``) fitted to ``(t, y)``, with the
-    initial state ``y0`` known if given; CPU s."""
+    initial state ``y0`` known if given; CPU s.
+
+    ``settings`` use the flat names (``polish_max_iter``) the baseline package takes; the
+    current code has settings objects (``polish=Polish(max_iter=...)``), onto which its
+    own reader of old files maps them."""
     from skneuralode import NeuralODERegressor
 
+    try:  # the current code: settings objects
+        from skneuralode._flat_settings import settings_from_flat
+    except ImportError:  # the baseline: flat names
+        pass
+    else:
+        settings = settings_from_flat(NeuralODERegressor, settings)
     estimator = NeuralODERegressor(random_state=seed, **settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skneuralode import NeuralODERegressor
+from skneuralode import NeuralODERegressor, Solver
 from skneuralode.datasets import (
     add_noise,
     make_blow_up,
@@ -52,7 +52,7 @@ from skneuralode.datasets import (
 SETTINGS: dict[str, Any] = {
     "hidden_layer_sizes": (16, 16),
     "max_iter": 100,
-    "max_num_steps": 1000,
+    "solver": Solver(max_num_steps=1000),
     "random_state": 0,
 }
 

@@ -13,7 +13,7 @@ off or on) runs in its own subprocess on one torch thread and measures two thing
     (``/proc/self/clear_refs``), so it is the gradient's own memory above the RSS at its
     start.
 ``fit``
-    The same through the public API: ``NeuralODERegressor(adjoint=...)`` with
+    The same through the public API: ``NeuralODERegressor(solver=Solver(adjoint=...))`` with
     ``collocation=False``, one shooting segment per trajectory (the whole 1000 points),
     all trajectories per step and one step (``max_iter=1``). Its peak (above the RSS before
     ``fit``) also holds what any fit needs: smoothing the data, the final evaluation.
@@ -120,17 +120,15 @@ def measure_gradient(size: int, adjoint: bool) -> dict[str, Any]:
 
 def measure_fit(size: int, adjoint: bool) -> dict[str, Any]:
     """Peak memory and seconds of a one-step public fit through whole trajectories."""
-    from skneuralode import NeuralODERegressor
+    from skneuralode import MultipleShooting, NeuralODERegressor, Solver
     from skneuralode.datasets import make_pendulum
 
     t, y = make_pendulum(size, n_times=N_TIMES, t_end=T_END, seed=SEED)
     estimator = NeuralODERegressor(
         collocation=False,
-        shooting=True,
-        shooting_segment_length=N_TIMES,
-        shooting_batch_size=size,
+        shooting=MultipleShooting(segment_length=N_TIMES, batch_size=size, only_if_needed=False),
         max_iter=1,
-        adjoint=adjoint,
+        solver=Solver(adjoint=adjoint),
         random_state=SEED,
     )
     exact = reset_peak()

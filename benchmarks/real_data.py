@@ -37,7 +37,13 @@ from scipy.integrate import solve_ivp
 from scipy.optimize import least_squares
 from sklearn.metrics import r2_score
 
-from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode import (
+    MultipleShooting,
+    NeuralODERegressor,
+    Polish,
+    Solver,
+    UniversalODERegressor,
+)
 from skneuralode.datasets import (
     PHARMACOKINETICS,
     SIR,
@@ -187,11 +193,9 @@ def pharmacokinetics_case(seed: int) -> dict[str, Any]:
 #: noisy data (3 %) halve the cost of every solve.
 HIDDEN_STATE_SETTINGS: dict[str, Any] = {
     "hidden_layer_sizes": (16, 16),
-    "shooting_learning_rate": 1e-2,
-    "polish": True,
-    "polish_max_iter": 30,
-    "rtol": 1e-4,
-    "atol": 1e-6,
+    "shooting": MultipleShooting(learning_rate=1e-2),
+    "polish": Polish(max_iter=30),
+    "solver": Solver(rtol=1e-4, atol=1e-6),
     "device": "cpu",
 }
 

@@ -49,7 +49,12 @@ from joblib import Parallel, delayed, parallel_config
 from scipy.integrate import solve_ivp
 
 import skneuralode._base as base_module
-from skneuralode import IdentifiabilityWarning, NeuralODERegressor, UniversalODERegressor
+from skneuralode import (
+    IdentifiabilityWarning,
+    NeuralODERegressor,
+    Polish,
+    UniversalODERegressor,
+)
 from skneuralode.datasets import (
     LOTKA_VOLTERRA,
     add_noise,
@@ -69,7 +74,7 @@ UDE_NETWORK: dict[str, Any] = {
     "network_outputs": [1],
     "network_inputs": [1],
     "max_iter": 300,
-    "polish_max_iter": 30,
+    "polish": Polish(max_iter=30),
 }
 
 

@@ -14,7 +14,6 @@ import copy
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import Tags, check_random_state
-from sklearn.utils._param_validation import Hidden, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from . import _defaults as defaults
 from ._compile import compiled_field
@@ -46,24 +45,15 @@ from ._observation import (
 )
 from ._params import COMMON_CONSTRAINTS, check_callbacks, check_hidden_layer_sizes
 from ._problem import TrainingProblem, build_problem
+from ._settings import SETTINGS_CLASSES, Polish, as_settings, check_settings, relative_noise
 from ._solve import SolverSettings
 from ._spec import FieldSpec, ModelSpec
 from ._threads import limit_torch_threads_in_workers, seeded_global_rng
 from ._training import StageContext, TrainingReport, TrainingStage, train
-from ._training.collocation import CollocationStage
 from ._training.polish import PolishStage
-from ._training.shooting import ShootingStage
 from ._uncertainty import RECORDED_ATTRIBUTES as UNCERTAINTY_ATTRIBUTES
 from ._uncertainty import record_fit_uncertainty
 from ._vector_fields import ODEModel
-
-
-def with_renamed_settings(constraints: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Constraints under today's names, and the former names that still work."""
-    renamed = {defaults.RENAMED.get(name, name): rule for name, rule in constraints.items()}
-    for old, new in defaults.RENAMED.items():
-        renamed[old] = [Hidden(StrOptions({defaults.DEPRECATED})), *renamed[new]]
-    return renamed
 
 
 class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
@@ -73,7 +63,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        **with_renamed_settings(COMMON_CONSTRAINTS),
+        **COMMON_CONSTRAINTS,
         "input_interpolation": [StrOptions({"linear", "previous"})],
     }
     #: Fitted attributes that are not derived from the model (a file stores these).
@@ -89,6 +79,11 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
     #: Idle full-trajectory checks end shooting only below this misfit (see
     #: ShootingStage.checks_decide_below): always for a neural ODE.
     _shooting_checks_decide_below: ClassVar[float] = math.inf
+    #: What ``Polish()`` means for this estimator: its iterations and method, and the
+    #: methods it offers.
+    _polish_max_iter: ClassVar[int] = defaults.POLISH_MAX_ITER
+    _polish_method: ClassVar[str] = defaults.POLISH_METHOD
+    _polish_methods: ClassVar[frozenset[str]] = frozenset({"lbfgs"})
     #: The kind of field this estimator fits.
     _field_spec_type: ClassVar[type[FieldSpec]] = FieldSpec
     #: Marks the classes the safe file format may instantiate.
@@ -137,68 +132,80 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ configuration
     def _solver_settings(self) -> SolverSettings:
-        return SolverSettings(
-            method=self.solver,
-            rtol=self.rtol,
-            atol=self.atol,
-            adjoint=self.adjoint,
-            max_num_steps=self.max_num_steps,
-            step_size=self.step_size,
-        )
-
-    def _setting(self, name: str) -> Any:
-        """A setting by its name, or by its former name (with a ``FutureWarning``) if the
-        caller set that one."""
-        for old, new in defaults.RENAMED.items():
-            value = getattr(self, old, defaults.DEPRECATED)
-            if new == name and not (isinstance(value, str) and value == defaults.DEPRECATED):
-                warnings.warn(
-                    f"{old} was renamed {new} (stage settings carry their stage's name); "
-                    f"{old} will be removed in a future release.",
-                    FutureWarning,
-                    stacklevel=4,
-                )
-                return value
-        return getattr(self, name)
+        return as_settings("solver", self.solver)._solver_settings()
 
     def _stages(self) -> list[TrainingStage]:
+        """The training stages the settings ask for, in order (see ``_settings``)."""
+        collocation = as_settings("collocation", self.collocation)
+        shooting = as_settings("shooting", self.shooting)
+        polish = as_settings("polish", self.polish)
         stages: list[TrainingStage] = []
-        if self.collocation:
-            stages.append(
-                CollocationStage(
-                    max_iter=self.max_iter,
-                    learning_rate=self.collocation_learning_rate,
-                    tol=self.tol,
-                    n_iter_no_change=self.n_iter_no_change,
-                )
-            )
-        if self.shooting:
-            stages.append(
-                ShootingStage(
-                    max_iter=self.max_iter,
-                    learning_rate=self.shooting_learning_rate,
-                    segment_length=self._setting("shooting_segment_length"),
-                    batch_size=self._setting("shooting_batch_size"),
-                    continuity_weight=self._setting("shooting_continuity_weight"),
-                    tol=self.tol,
-                    n_iter_no_change=self.n_iter_no_change,
-                    grow_segments=self._setting("shooting_segment_growth"),
-                    only_if_needed=self.shooting == "auto",
-                    checks_decide_below=self._shooting_checks_decide_below,
-                )
-            )
-        if self.polish:
-            stages.append(PolishStage(max_iter=self.polish_max_iter))
+        if collocation is not None:
+            stages.append(collocation._stage(self.max_iter))
+        if shooting is not None:
+            stages.append(shooting._stage(self.max_iter, self._shooting_checks_decide_below))
+        if polish is not None:
+            stages.append(self._polish_stage(polish))
         if not stages:
             raise ValueError(
                 "At least one training stage must be on: collocation, shooting or polish."
             )
         return stages
 
+    def _polish_stage(self, polish: Polish) -> TrainingStage:
+        """The polish stage of ``polish`` (its None settings: this estimator's)."""
+        max_iter, _ = polish._resolved(self._polish_max_iter, self._polish_method)
+        return PolishStage(max_iter=max_iter)
+
+    def set_params(self, **params: Any) -> BaseODERegressor:
+        """Set the estimator's parameters, nested ones included.
+
+        A nested setting of a stage or of the solver (``shooting__segment_length=10``,
+        ``solver__rtol=1e-5``) also works while the argument holds a plain value: that
+        value is first replaced by the settings object it stands for
+        (``shooting="auto"`` by ``MultipleShooting()``, ``solver="dopri5"`` by
+        ``Solver("dopri5")``), so a grid search can tune any stage setting from the
+        defaults. A stage that is off (``collocation=False``) has no settings to set.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names (``name`` or ``argument__setting``) and their values.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            If a name is not a parameter, or sets a setting of a stage that is off.
+        """
+        nested = {key for key in params if "__" in key}
+        super().set_params(**{key: value for key, value in params.items() if key not in nested})
+        for argument in {key.partition("__")[0] for key in nested} & SETTINGS_CLASSES.keys():
+            value = getattr(self, argument)
+            settings = as_settings(argument, value)
+            if settings is None:
+                cls = SETTINGS_CLASSES[argument].__name__
+                raise ValueError(
+                    f"{argument}={value!r} turns the stage off, so it has no settings to set; "
+                    f"give {argument}={cls}(...) (or set {argument}=True) first."
+                )
+            setattr(self, argument, settings)
+        return super().set_params(**{key: params[key] for key in nested})
+
     def _check_arguments(self) -> tuple:
         """Validate the constructor arguments (``fit`` and the file loader); returns the
         callbacks."""
         self._validate_params()
+        check_settings(self)
+        polish = self.polish
+        if isinstance(polish, Polish) and polish.method not in {None, *self._polish_methods}:
+            raise ValueError(
+                f"polish.method={polish.method!r} is not available to {type(self).__name__}; "
+                f"it polishes with {sorted(self._polish_methods)}."
+            )
         check_hidden_layer_sizes(self.hidden_layer_sizes)
         callbacks = check_callbacks(self.callbacks)
         self._check_model_arguments()
@@ -270,12 +277,11 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
                 f"u gives {n_inputs} input(s) but the model being continued "
                 f"(warm_start=True) was fitted with {previous.spec.n_inputs}."
             )
-        relative_noise = None if self.smoothing == "auto" else float(self.smoothing)
         problem = build_problem(
             batch,
             device=device,
             dtype=dtype,
-            relative_noise=relative_noise,
+            relative_noise=relative_noise(as_settings("collocation", self.collocation)),
             scaling=None if previous is None else previous.spec.observed_scaling,
             known_initial_states=None if observe is not None else known,
             inputs=inputs,
@@ -302,7 +308,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
         monitor = TrainingMonitor(self.verbose, callbacks)
         context = StageContext(spec.solver, monitor, generator)
         started = time.process_time()
-        with compiled_field(model, self.compile_field):
+        with compiled_field(model, as_settings("solver", self.solver).compile_field):
             report = train(
                 problem,
                 model,

@@ -2,8 +2,9 @@
 
 The encoder writes plain data (None, bool, int, float, str, lists, string-keyed dicts),
 tuples, numpy arrays of numeric dtypes, numpy random states, a fixed list of
-skneuralode records (dataclasses) and callables by import path. The decoder builds
-nothing else.
+skneuralode records (dataclasses, by their fields, and settings objects with
+scikit-learn's ``get_params``, by their parameters) and callables by import path. The
+decoder builds nothing else.
 
 Callables are trusted as objects, not as strings. ``allow_imports`` names modules (or
 objects) the caller trusts; a stored path ``"module:qualified.name"`` is imported only if
@@ -174,6 +175,11 @@ def record_fields(record_type: type) -> list[str]:
     ]
 
 
+def _is_settings_type(record_type: type) -> bool:
+    """A settings object (``get_params``, built from its parameters), not a dataclass."""
+    return not dataclasses.is_dataclass(record_type) and hasattr(record_type, "get_params")
+
+
 def encode(value: Any, records: Mapping[str, type]) -> Any:
     """A JSON value with type tags; every JSON object is ``{tag: payload}``."""
     if value is None or isinstance(value, (bool, str)):
@@ -197,6 +203,9 @@ def encode(value: Any, records: Mapping[str, type]) -> Any:
             field: encode(getattr(value, field), records) for field in record_fields(type(value))
         }
         return {"__record__": {"type": name, "fields": fields}}
+    if _is_settings_type(type(value)) and records.get(type(value).__name__) is type(value):
+        params = {key: encode(item, records) for key, item in value.get_params(deep=False).items()}
+        return {"__settings__": {"type": type(value).__name__, "params": params}}
     if isinstance(value, Mapping):
         if not all(isinstance(key, str) for key in value):
             raise Unstorable("mappings with keys that are not strings cannot be stored")
@@ -255,6 +264,7 @@ class Decoder:
             "__tuple__": self._tuple,
             "__ndarray__": _decode_array,
             "__record__": self._record,
+            "__settings__": self._settings,
             "__random_state__": self._random_state,
             "__import__": self._import,
         }
@@ -285,7 +295,7 @@ class Decoder:
     def _record(self, payload: Any, where: str) -> Any:
         record = self.records.get(payload.get("type")) if isinstance(payload, dict) else None
         fields = payload.get("fields") if isinstance(payload, dict) else None
-        if record is None or not isinstance(fields, dict):
+        if record is None or not dataclasses.is_dataclass(record) or not isinstance(fields, dict):
             raise ValueError(f"Malformed model file: unknown record at {where}.")
         unknown = set(fields) - set(record_fields(record))
         if unknown:
@@ -295,6 +305,20 @@ class Decoder:
             return record(**decoded)
         except (TypeError, ValueError) as error:
             raise ValueError(f"Malformed model file: bad record at {where} ({error}).") from None
+
+    def _settings(self, payload: Any, where: str) -> Any:
+        settings = self.records.get(payload.get("type")) if isinstance(payload, dict) else None
+        params = payload.get("params") if isinstance(payload, dict) else None
+        if settings is None or not _is_settings_type(settings) or not isinstance(params, dict):
+            raise ValueError(f"Malformed model file: unknown settings at {where}.")
+        unknown = set(params) - set(settings().get_params(deep=False))
+        if unknown:
+            raise ValueError(
+                f"Malformed model file: {settings.__name__} has no {sorted(unknown)}; load it "
+                "with the version that wrote it."
+            )
+        decoded = {name: self.decode(item, f"{where}.{name}") for name, item in params.items()}
+        return settings(**decoded)  # validated with the estimator's arguments
 
     def _random_state(self, payload: Any, where: str) -> np.random.RandomState:
         if not isinstance(payload, list):

@@ -1,7 +1,10 @@
-"""Default values of the constructor arguments both estimators share, in one place.
+"""Default values of the constructor arguments and of the settings objects, in one place.
 
 :class:`~skneuralode.UniversalODERegressor` differs only where its docstring says why
-(``shooting``, ``polish``, ``polish_max_iter``): those have their own names here.
+(``shooting``, ``polish`` and the polish's own defaults): those have their own names here.
+The stage settings (``COLLOCATION_*``, ``SHOOTING_*``, ``TOL``, ...) are the defaults of
+:class:`~skneuralode.Collocation` and :class:`~skneuralode.MultipleShooting`, the solver
+settings those of :class:`~skneuralode.Solver`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ COLLOCATION = True
 SHOOTING: bool | str = "auto"
 POLISH = False
 POLISH_MAX_ITER = 50
+POLISH_METHOD = "lbfgs"
 UDE_SHOOTING: bool | str = "auto"
 UDE_POLISH = True
 UDE_POLISH_MAX_ITER = 100
 UDE_POLISH_METHOD = "gauss-newton"
+UDE_NETWORK_PENALTY: str | float = "auto"
 UDE_NETWORK_WEIGHT_DECAY: str | float = "auto"
 UDE_NETWORK_SMOOTHNESS: str | float = "auto"
+UDE_PHYSICS_FIRST = True
 SMOOTHING: str | float = "auto"
 COLLOCATION_LEARNING_RATE = 1e-2
 SHOOTING_LEARNING_RATE = 3e-3
@@ -34,6 +40,7 @@ SHOOTING_SEGMENT_LENGTH: int | None = None
 SHOOTING_SEGMENT_GROWTH: bool | str = "auto"
 SHOOTING_BATCH_SIZE = 256
 SHOOTING_CONTINUITY_WEIGHT = 10.0
+SHOOTING_ONLY_IF_NEEDED = True
 TOL = 1e-4
 N_ITER_NO_CHANGE = 50
 DEVICE = "auto"
@@ -42,11 +49,3 @@ VERBOSE = 0
 WARM_START = False
 ON_INTERRUPT = "raise"
 INPUT_INTERPOLATION = "linear"
-# Names that changed (old -> new): the old ones still work, with a FutureWarning.
-RENAMED = {
-    "segment_length": "shooting_segment_length",
-    "segment_growth": "shooting_segment_growth",
-    "segment_batch_size": "shooting_batch_size",
-    "continuity_weight": "shooting_continuity_weight",
-}
-DEPRECATED = "deprecated"

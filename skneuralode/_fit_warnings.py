@@ -92,8 +92,8 @@ def warn_about_fit(
             remedy = result.remedy or "a smaller learning rate"
             warnings.warn(
                 f"Training diverged: {result.message}. Try {remedy}; if the solver "
-                "failed, a larger max_num_steps or a fixed-step solver such as "
-                "solver='rk4' with a step_size.",
+                "failed, a larger Solver(max_num_steps=...) or a fixed-step solver such as "
+                "Solver('rk4', step_size=...).",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -101,7 +101,8 @@ def warn_about_fit(
             warnings.warn(
                 f"The {result.stage} stage ended early: {result.message}. Its start (the "
                 "collocation fit) is kept where better. For stiff dynamics try shooting=False "
-                "with polish=True, or a fixed-step solver with a small step_size.",
+                "with polish=True, or a fixed-step solver with a small step_size "
+                "(Solver('rk4', step_size=...)).",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -109,7 +110,8 @@ def warn_about_fit(
         warnings.warn(
             "The fitted model could not be integrated over the data "
             f"({report.solver_failure}); predictions may be non-finite. The data may be "
-            "stiff or blow up: try solver='rk4' with a step_size, or larger max_num_steps.",
+            "stiff or blow up: try Solver('rk4', step_size=...), or a larger "
+            "Solver(max_num_steps=...).",
             ConvergenceWarning,
             stacklevel=3,
         )

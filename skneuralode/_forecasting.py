@@ -206,9 +206,10 @@ class ForecastingMixin:
     def predict(self, t: Any, y0: Any = None, u: Any = None, return_std: bool = False) -> Any:
         """Integrate the learned dynamics to the times ``t``.
 
-        The model is integrated with the solver settings of the fit (``solver``,
-        ``rtol``, ``atol``, ``step_size``, ``max_num_steps``, ``adjoint``): changing them
-        with ``set_params`` after a fit takes effect at the next fit.
+        The model is integrated with the solver settings of the fit (``solver``, a
+        method name or a :class:`~skneuralode.Solver` with its tolerances, step size,
+        step budget and adjoint): changing them with ``set_params`` after a fit takes
+        effect at the next fit.
 
         Parameters
         ----------

@@ -8,63 +8,35 @@ the file loader checks a saved model's settings against them before allocating a
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
-from ._solve import SOLVER_NAMES
+from ._settings import SETTINGS_CONSTRAINTS, count
 from ._spec import (
     MAX_AUGMENT_DIM,
     MAX_HIDDEN_LAYERS,
-    MAX_ITERATIONS,
+    MAX_ITERATIONS,  # noqa: F401  (re-exported: the caps are public names here)
     MAX_LAYER_WIDTH,
     MAX_PARAMETERS,
     mlp_parameter_count,
 )
 from ._vector_fields import ACTIVATIONS
 
-# sklearn's Interval refuses NaN always, and refuses inf and -inf wherever the interval
-# is open towards them: every real-valued setting below leaves its upper end open at
-# None (so inf is out) and starts at 0 (so -inf is out); tests/test_params.py checks it.
-_POSITIVE = Interval(Real, 0, None, closed="neither")
-_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
-
-
-def _count(low: int, high: int = MAX_ITERATIONS) -> Interval:
-    return Interval(Integral, low, high, closed="both")
-
-
 COMMON_CONSTRAINTS: dict[str, list[Any]] = {
     "hidden_layer_sizes": ["array-like"],
     "activation": [StrOptions(set(ACTIVATIONS))],
-    "augment_dim": [_count(0, MAX_AUGMENT_DIM)],
-    "solver": [StrOptions(set(SOLVER_NAMES))],
-    "rtol": [_POSITIVE],
-    "atol": [_POSITIVE],
-    "adjoint": ["boolean"],
-    "compile_field": ["boolean"],
-    "step_size": [_POSITIVE, None],
-    "max_num_steps": [_count(1)],
-    "max_iter": [_count(1)],
-    "collocation": ["boolean"],
-    "shooting": ["boolean", StrOptions({"auto"})],
-    "polish": ["boolean"],
-    "polish_max_iter": [_count(1)],
-    "smoothing": [StrOptions({"auto"}), _NON_NEGATIVE],
-    "collocation_learning_rate": [_POSITIVE],
-    "shooting_learning_rate": [_POSITIVE],
-    "segment_length": [_count(2), None],
-    "segment_growth": ["boolean", StrOptions({"auto"})],
-    "segment_batch_size": [_count(1)],
-    "continuity_weight": [_NON_NEGATIVE],
-    "tol": [_NON_NEGATIVE],
-    "n_iter_no_change": [_count(1)],
+    "augment_dim": [count(0, MAX_AUGMENT_DIM)],
+    "max_iter": [count(1)],
+    # solver, collocation, shooting, polish: a plain value or a settings object, whose
+    # own settings are declared (and bounded the same way) in _settings.py
+    **SETTINGS_CONSTRAINTS,
     "callbacks": [list, tuple, None],
     "random_state": ["random_state"],
     "device": [str],
     "dtype": [StrOptions({"auto", "float32", "float64"})],
-    "verbose": [_count(0), "boolean"],
+    "verbose": [count(0), "boolean"],
     "warm_start": ["boolean"],
     "on_interrupt": [StrOptions({"raise", "keep_best"})],
 }

@@ -22,8 +22,11 @@ never runs code the caller did not allow:
   (``y0_``, ``t0_``, ``params_``...) are derived from the model again.
 
 Format versions: a reader accepts every version up to :data:`FORMAT_VERSION` (version 1
-files are migrated by :mod:`~skneuralode._format1`); a newer file is refused clearly.
-Constructor arguments that an older file lacks take their defaults.
+files are migrated by :mod:`~skneuralode._format1`; the flat solver and stage settings
+of versions 1 and 2 become today's settings objects in :mod:`~skneuralode._flat_settings`);
+a newer file is refused clearly. Constructor arguments that an older file lacks take
+their defaults. Version 3 stores the settings objects (:class:`~skneuralode.Solver`,
+:class:`~skneuralode.Collocation`, ...) by their parameters.
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ import numpy as np
 import torch
 
 from ._codec import Decoder, ImportPolicy, Unstorable, collect_imports, encode, import_path
-from ._defaults import RENAMED as RENAMED_SETTINGS
 from ._device import check_device_name
 from ._hybrid_spec import HybridFieldSpec
 from ._scaling import Scaling
+from ._settings import SETTINGS_CLASSES
 from ._solve import SolverSettings
 from ._spec import ModelSpec
 from ._threads import seeded_global_rng
@@ -54,7 +57,7 @@ from ._training import StageResult
 from ._vector_fields import NeuralFieldSpec, ODEModel
 
 FORMAT_NAME = "skneuralode-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: settings objects; 2: flat settings; 1: skneuralode 0.1.0
 CONFIG_MEMBER = "skneuralode.json"
 WEIGHTS_MEMBER = "weights.pt"
 MAX_CONFIG_BYTES = 64 * 2**20
@@ -72,6 +75,7 @@ RECORDS: dict[str, type] = {
         NeuralFieldSpec,
         HybridFieldSpec,
         StageResult,
+        *SETTINGS_CLASSES.values(),
     )
 }
 # Constructor arguments that only matter while training: dropped (with a warning) when
@@ -441,9 +445,10 @@ def _load(archive: zipfile.ZipFile, config: dict[str, Any], policy: ImportPolicy
     cls = _estimator_class(config.get("estimator"), policy)
     decoder = Decoder(policy, RECORDS)
     arguments = {name: decoder.decode(value, f"params[{name!r}]") for name, value in params.items()}
-    for old, new in RENAMED_SETTINGS.items():  # files written before a setting was renamed
-        if old in arguments and new not in arguments:
-            arguments[new] = arguments.pop(old)
+    if version < 3:  # flat solver and stage settings, before the settings objects
+        from ._flat_settings import settings_from_flat
+
+        arguments = settings_from_flat(cls, arguments)
     estimator = _validated_estimator(cls, arguments)
     if fitted is None:
         return estimator

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from . import _defaults as defaults
 from ._base import BaseODERegressor
 from ._problem import TrainingProblem
+from ._settings import Collocation, MultipleShooting, Polish, Solver
 from ._vector_fields import NeuralFieldSpec, feature_statistics
 
 
@@ -44,70 +45,34 @@ class NeuralODERegressor(BaseODERegressor):
         level so the estimator pickles.
     augment_dim : int, default=0
         Extra, unobserved states starting at zero (augmented neural ODE).
-    solver : str, default="dopri5"
-        A torchdiffeq method name: "dopri5", "dopri8", "bosh3", "fehlberg2",
-        "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams",
-        "implicit_adams".
-    rtol, atol : float, default=1e-6, 1e-8
-        Tolerances of adaptive solvers, in the internal scaled units. Multiple shooting
-        and the checks of the full-trajectory fit during training may loosen them to match
-        the estimated noise (0.002 times its standard deviation, never tighter than
-        these); the comparison of the stages' models and predictions use them as given.
-    adjoint : bool, default=False
-        Back-propagate with the adjoint method (memory independent of the number of solver
-        steps; slower).
-    step_size : float or None, default=None
-        Step of fixed-step solvers in internal time units; None steps at the output times.
-    max_num_steps : int, default=10000
-        Step budget of one adaptive solve; exceeding it counts as a failed solve.
-    compile_field : bool, default=False
-        Train with ``torch.compile`` of the vector field (dynamic shapes; the fitted
-        model holds the plain field). Needs a working ``torch.compile`` toolchain and
-        costs ~10 s of compilation. Off by default because it does not pay on a CPU:
-        see "Performance" in the README.
+    solver : str or Solver, default="dopri5"
+        How the ODE is integrated: a torchdiffeq method name ("dopri5", "dopri8",
+        "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3",
+        "rk4", "explicit_adams", "implicit_adams"), or a :class:`~skneuralode.Solver`
+        with the method, tolerances (``rtol=1e-6``, ``atol=1e-8``, in internal scaled
+        units), ``adjoint``, ``step_size`` of fixed-step methods, the step budget
+        ``max_num_steps`` and ``compile_field``. A name means ``Solver(method=name)``.
     max_iter : int, default=1000
-        Most optimiser steps of the collocation stage and of the shooting stage, each.
-    collocation : bool, default=True
-        Run the collocation warm start.
-    shooting : bool or "auto", default="auto"
-        Run multiple-shooting refinement; "auto" runs it unless the model already fits
-        the whole trajectories to within the estimated noise (plus 0.5 % of the
-        variance), which saves its cost on clean, well-sampled data.
-    polish : bool, default=False
-        Run the full-trajectory L-BFGS polish (also learns the initial states exactly).
+        Most optimiser steps of the collocation stage and of the shooting stage, each
+        (unless the stage's own ``max_iter`` says otherwise).
+    collocation : bool or Collocation, default=True
+        The collocation warm start: smooth the data, estimate ``dy/dt`` and fit ``f`` by
+        regression, without solving the ODE. True runs it with the defaults of
+        :class:`~skneuralode.Collocation` (learning rate, smoothing, early stopping),
+        False skips it.
+    shooting : bool, "auto" or MultipleShooting, default="auto"
+        Multiple-shooting refinement. "auto" runs it unless the model already fits the
+        whole trajectories to within the estimated noise (plus 0.5 % of the variance),
+        which saves its cost on clean, well-sampled data; True runs it every time; False
+        skips it. A :class:`~skneuralode.MultipleShooting` sets the segments (length,
+        growth, batch size, continuity weight), the learning rate and early stopping
+        (its ``only_if_needed=True``, the default, is "auto").
+    polish : bool or Polish, default=False
+        The full-trajectory L-BFGS polish (also learns the initial states exactly); True
+        runs it for at most 50 iterations, a :class:`~skneuralode.Polish` sets them.
         Turn it on for a hidden state (a ``y`` column that is NaN everywhere): short
         shooting segments alone can leave the hidden coordinate drifting over the whole
         series, and the forecast with it (README, "Real scientific data").
-    polish_max_iter : int, default=50
-        Most L-BFGS iterations of the polish stage.
-    smoothing : "auto" or float, default="auto"
-        Residual the collocation smoother may leave, as a fraction of each state's standard
-        deviation; "auto" estimates the noise level from the data.
-    collocation_learning_rate : float, default=1e-2
-        Adam's initial step in the collocation stage.
-    shooting_learning_rate : float, default=3e-3
-        Adam's initial step in the shooting stage.
-    shooting_segment_length : int or None, default=None
-        Time points per shooting segment; None picks about half a characteristic time.
-    shooting_segment_growth : bool or "auto", default="auto"
-        When the shooting loss plateaus, double the segments (up to whole trajectories)
-        and continue with the remaining budget. "auto" does so only while the whole
-        trajectories still miss the data by more than the noise and the short segments
-        fit theirs: short segments can each fit their points while their small errors
-        add up to a phase drift over a long trajectory.
-    shooting_batch_size : int, default=256
-        Segments integrated per shooting step.
-    shooting_continuity_weight : float, default=10.0
-        Weight of the continuity penalty between consecutive segments.
-    tol : float, default=1e-4
-        Relative loss improvement that counts as progress for early stopping.
-    n_iter_no_change : int, default=50
-        Steps without progress before the step size is lowered or a stage ends.
-        On noisy data, collocation and multiple shooting also integrate the whole
-        trajectories every 100 and 50 steps and end when that fit stops improving by a
-        meaningful amount
-        (1 % of it, or 10 % of the estimated noise variance), keeping the best checked
-        model.
     callbacks : list of callables or None, default=None
         Called with each history record; returning True stops the current stage.
     random_state : int, RandomState instance or None, default=None
@@ -138,10 +103,6 @@ class NeuralODERegressor(BaseODERegressor):
         How external inputs ``u`` sampled at the observation times are read between
         samples: linearly, or held from each sample to the next ("previous", a
         zero-order hold for doses and switched controls).
-    segment_length, segment_growth, segment_batch_size, continuity_weight : deprecated
-        Former names of ``shooting_segment_length``, ``shooting_segment_growth``,
-        ``shooting_batch_size`` and ``shooting_continuity_weight`` (every stage setting
-        now starts with its stage's name). Still honoured, with a ``FutureWarning``.
 
     Attributes
     ----------
@@ -195,27 +156,11 @@ class NeuralODERegressor(BaseODERegressor):
         *,
         feature_map: Callable | None = None,
         augment_dim: int = defaults.AUGMENT_DIM,
-        solver: str = defaults.SOLVER,
-        rtol: float = defaults.RTOL,
-        atol: float = defaults.ATOL,
-        adjoint: bool = defaults.ADJOINT,
-        step_size: float | None = defaults.STEP_SIZE,
-        max_num_steps: int = defaults.MAX_NUM_STEPS,
-        compile_field: bool = defaults.COMPILE_FIELD,
+        solver: str | Solver = defaults.SOLVER,
         max_iter: int = defaults.MAX_ITER,
-        collocation: bool = defaults.COLLOCATION,
-        shooting: bool | str = defaults.SHOOTING,
-        polish: bool = defaults.POLISH,
-        polish_max_iter: int = defaults.POLISH_MAX_ITER,
-        smoothing: str | float = defaults.SMOOTHING,
-        collocation_learning_rate: float = defaults.COLLOCATION_LEARNING_RATE,
-        shooting_learning_rate: float = defaults.SHOOTING_LEARNING_RATE,
-        shooting_segment_length: int | None = defaults.SHOOTING_SEGMENT_LENGTH,
-        shooting_segment_growth: bool | str = defaults.SHOOTING_SEGMENT_GROWTH,
-        shooting_batch_size: int = defaults.SHOOTING_BATCH_SIZE,
-        shooting_continuity_weight: float = defaults.SHOOTING_CONTINUITY_WEIGHT,
-        tol: float = defaults.TOL,
-        n_iter_no_change: int = defaults.N_ITER_NO_CHANGE,
+        collocation: bool | Collocation = defaults.COLLOCATION,
+        shooting: bool | str | MultipleShooting = defaults.SHOOTING,
+        polish: bool | Polish = defaults.POLISH,
         callbacks: Sequence[Callable] | None = None,
         random_state: int | np.random.RandomState | None = None,
         device: str = defaults.DEVICE,
@@ -224,36 +169,16 @@ class NeuralODERegressor(BaseODERegressor):
         warm_start: bool = defaults.WARM_START,
         on_interrupt: str = defaults.ON_INTERRUPT,
         input_interpolation: str = defaults.INPUT_INTERPOLATION,
-        segment_length: Any = defaults.DEPRECATED,
-        segment_growth: Any = defaults.DEPRECATED,
-        segment_batch_size: Any = defaults.DEPRECATED,
-        continuity_weight: Any = defaults.DEPRECATED,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.feature_map = feature_map
         self.augment_dim = augment_dim
         self.solver = solver
-        self.rtol = rtol
-        self.atol = atol
-        self.adjoint = adjoint
-        self.step_size = step_size
-        self.max_num_steps = max_num_steps
-        self.compile_field = compile_field
         self.max_iter = max_iter
         self.collocation = collocation
         self.shooting = shooting
         self.polish = polish
-        self.polish_max_iter = polish_max_iter
-        self.smoothing = smoothing
-        self.collocation_learning_rate = collocation_learning_rate
-        self.shooting_learning_rate = shooting_learning_rate
-        self.shooting_segment_length = shooting_segment_length
-        self.shooting_segment_growth = shooting_segment_growth
-        self.shooting_batch_size = shooting_batch_size
-        self.shooting_continuity_weight = shooting_continuity_weight
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
         self.callbacks = callbacks
         self.random_state = random_state
         self.device = device
@@ -262,10 +187,6 @@ class NeuralODERegressor(BaseODERegressor):
         self.warm_start = warm_start
         self.on_interrupt = on_interrupt
         self.input_interpolation = input_interpolation
-        self.segment_length = segment_length
-        self.segment_growth = segment_growth
-        self.segment_batch_size = segment_batch_size
-        self.continuity_weight = continuity_weight
 
     _parameter_constraints: ClassVar[dict] = {
         **BaseODERegressor._parameter_constraints,

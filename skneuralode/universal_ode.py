@@ -23,12 +23,11 @@ from ._identifiability import warn_about_identifiability
 from ._parameter_uncertainty import parameter_identifiability, parameter_std, wald_intervals
 from ._physical_parameters import check_constraints, check_parameter_mapping
 from ._problem import TrainingProblem
+from ._settings import Collocation, MultipleShooting, Polish, Solver, as_settings
 from ._spec import ModelSpec
 from ._training import TrainingStage
-from ._training.collocation import CollocationStage
 from ._training.gauss_newton import GaussNewtonStage
 from ._training.physics_first import PhysicsFirstStage
-from ._training.polish import PolishStage
 from ._training.rescue import RescuedPolishStage
 from ._training.shooting import ShootingStage
 from ._uncertainty import check_confidence, complete_deferred_uncertainty
@@ -94,7 +93,7 @@ class UniversalODERegressor(BaseODERegressor):
         Gauss-Newton polish sets it at every iteration where the evidence (the marginal
         likelihood, MacKay 1992) is largest given the estimated noise level, so it grows
         with the noise and vanishes on clean data (no weight decay in the other stages,
-        nor with ``polish_method="lbfgs"``). 0 turns it off.
+        nor with ``polish=Polish(method="lbfgs")``). 0 turns it off.
     network_smoothness : "auto" or float, default="auto"
         Weight of a prior on the network term's curvature: the mean squared second
         derivative of the term along the path the smoothed data trace in state space,
@@ -106,7 +105,7 @@ class UniversalODERegressor(BaseODERegressor):
         settings at their defaults: worst missing-term error over noise seeds 0-4 0.340
         without it, 0.229 with it). With it the fit keeps the polished model while its
         misfit is within what the noise allows, even where the collocation fit's misfit
-        is lower. 0 turns it off; ``polish_method="lbfgs"`` does not use it.
+        is lower. 0 turns it off; ``polish=Polish(method="lbfgs")`` does not use it.
     physics_first : bool, default=True
         Start with a collocation fit of the known part alone (network switched off), so
         that the physics explains all it can before the network sees the residual (only
@@ -121,13 +120,15 @@ class UniversalODERegressor(BaseODERegressor):
         ``network_inputs``), acting on the last axis. Define it at module level.
     augment_dim : int, default=0
         Extra, unobserved states starting at zero, driven by the network only.
-    solver, rtol, atol, adjoint, step_size, max_num_steps, compile_field
-        ODE solver settings, as in :class:`NeuralODERegressor`.
+    solver : str or Solver, default="dopri5"
+        How the ODE is integrated, as in :class:`NeuralODERegressor`.
     max_iter : int, default=1000
-        Most optimiser steps of the collocation stage and of the shooting stage, each.
-    collocation : bool, default=True
-        Run the collocation warm start.
-    shooting : bool or "auto", default="auto"
+        Most optimiser steps of the collocation stage and of the shooting stage, each
+        (unless the stage's own ``max_iter`` says otherwise).
+    collocation : bool or Collocation, default=True
+        The collocation warm start, as in :class:`NeuralODERegressor` (the physics-first
+        fit uses the same settings).
+    shooting : bool, "auto" or MultipleShooting, default="auto"
         Multiple-shooting refinement. "auto" runs it as a rescue of the polish, only
         where the polished fit is still far from the data (full-trajectory MSE above
         twice the estimated noise variance plus 0.5 % of the variance): it goes back to
@@ -137,25 +138,24 @@ class UniversalODERegressor(BaseODERegressor):
         stretches bias the derivative estimates), the polish of oscillating data can stop
         in a local minimum that short segments avoid (noisy irregular cubic spiral, known
         structure ``u^3 A``, no network: R^2 0.12 without shooting, 1.000 with the
-        rescue). True runs shooting between collocation and the polish every time.
-    polish : bool, default=True
-        Run the full-trajectory L-BFGS polish. On by default here (unlike
-        :class:`NeuralODERegressor`): with few physical parameters, L-BFGS on the whole
-        trajectories reaches the least-squares optimum that Adam approaches slowly.
-    polish_max_iter : int, default=100
-        Most iterations of the polish stage (it stops earlier once converged).
-    polish_method : {"gauss-newton", "lbfgs"}, default="gauss-newton"
-        How the polish minimises the full-trajectory misfit. "gauss-newton":
-        Levenberg-Marquardt steps with the Jacobian of every residual (one solve and one
-        batched backward pass each); on a few dozen observations it converges in about
-        ten iterations where L-BFGS needs a hundred, and it stops once a step improves the
-        fit by less than the noise allows. Data with more than 2000 observed values are
-        polished by L-BFGS (the Jacobian would be large). "lbfgs": L-BFGS on the summed
-        misfit, as :class:`NeuralODERegressor` does.
-    smoothing, collocation_learning_rate, shooting_learning_rate, shooting_segment_length,
-    shooting_segment_growth, shooting_batch_size, shooting_continuity_weight, tol,
-    n_iter_no_change, callbacks
-        Training settings, as in :class:`NeuralODERegressor`.
+        rescue). True runs shooting between collocation and the polish every time. A
+        :class:`~skneuralode.MultipleShooting` sets the stage's settings (its
+        ``only_if_needed=True``, the default, is "auto").
+    polish : bool or Polish, default=True
+        The full-trajectory polish. On by default here (unlike
+        :class:`NeuralODERegressor`): with few physical parameters, a full-trajectory fit
+        reaches the least-squares optimum that Adam approaches slowly. True polishes by
+        Gauss-Newton for at most 100 iterations (it stops earlier once converged); a
+        :class:`~skneuralode.Polish` sets ``max_iter`` and the ``method``:
+        "gauss-newton" (the default here): Levenberg-Marquardt steps with the Jacobian
+        of every residual (one solve and one batched backward pass each); on a few dozen
+        observations it converges in about ten iterations where L-BFGS needs a hundred,
+        and it stops once a step improves the fit by less than the noise allows. Data with
+        more than 2000 observed values are polished by L-BFGS (the Jacobian would be
+        large). "lbfgs": L-BFGS on the summed misfit, as :class:`NeuralODERegressor`
+        does.
+    callbacks : list of callables or None, default=None
+        Called with each history record; returning True stops the current stage.
     random_state : int, RandomState instance or None, default=None
         Seeds weights and mini-batches; an int makes CPU fits bit-reproducible.
     device : str, default="auto"
@@ -177,10 +177,6 @@ class UniversalODERegressor(BaseODERegressor):
         How external inputs ``u`` sampled at the observation times are read between
         samples: linearly, or held from each sample to the next ("previous", a
         zero-order hold for doses and switched controls).
-    segment_length, segment_growth, segment_batch_size, continuity_weight : deprecated
-        Former names of ``shooting_segment_length``, ``shooting_segment_growth``,
-        ``shooting_batch_size`` and ``shooting_continuity_weight`` (every stage setting
-        now starts with its stage's name). Still honoured, with a ``FutureWarning``.
     observe : callable or None, default=None
         ``observe(y, p) -> observed`` when ``y`` measures a function of the states
         rather than the states (a concentration = amount / volume with the volume
@@ -273,36 +269,19 @@ class UniversalODERegressor(BaseODERegressor):
         network_outputs: Sequence[int] | None = None,
         network_inputs: Sequence[int] | None = None,
         param_constraints: str | Mapping[str, Any] | None = None,
-        network_penalty: str | float = "auto",
+        network_penalty: str | float = defaults.UDE_NETWORK_PENALTY,
         network_weight_decay: str | float = defaults.UDE_NETWORK_WEIGHT_DECAY,
         network_smoothness: str | float = defaults.UDE_NETWORK_SMOOTHNESS,
-        physics_first: bool = True,
+        physics_first: bool = defaults.UDE_PHYSICS_FIRST,
         hidden_layer_sizes: Sequence[int] = defaults.HIDDEN_LAYER_SIZES,
         activation: str = defaults.ACTIVATION,
         feature_map: Callable | None = None,
         augment_dim: int = defaults.AUGMENT_DIM,
-        solver: str = defaults.SOLVER,
-        rtol: float = defaults.RTOL,
-        atol: float = defaults.ATOL,
-        adjoint: bool = defaults.ADJOINT,
-        step_size: float | None = defaults.STEP_SIZE,
-        max_num_steps: int = defaults.MAX_NUM_STEPS,
-        compile_field: bool = defaults.COMPILE_FIELD,
+        solver: str | Solver = defaults.SOLVER,
         max_iter: int = defaults.MAX_ITER,
-        collocation: bool = defaults.COLLOCATION,
-        shooting: bool | str = defaults.UDE_SHOOTING,
-        polish: bool = defaults.UDE_POLISH,
-        polish_max_iter: int = defaults.UDE_POLISH_MAX_ITER,
-        polish_method: str = defaults.UDE_POLISH_METHOD,
-        smoothing: str | float = defaults.SMOOTHING,
-        collocation_learning_rate: float = defaults.COLLOCATION_LEARNING_RATE,
-        shooting_learning_rate: float = defaults.SHOOTING_LEARNING_RATE,
-        shooting_segment_length: int | None = defaults.SHOOTING_SEGMENT_LENGTH,
-        shooting_segment_growth: bool | str = defaults.SHOOTING_SEGMENT_GROWTH,
-        shooting_batch_size: int = defaults.SHOOTING_BATCH_SIZE,
-        shooting_continuity_weight: float = defaults.SHOOTING_CONTINUITY_WEIGHT,
-        tol: float = defaults.TOL,
-        n_iter_no_change: int = defaults.N_ITER_NO_CHANGE,
+        collocation: bool | Collocation = defaults.COLLOCATION,
+        shooting: bool | str | MultipleShooting = defaults.UDE_SHOOTING,
+        polish: bool | Polish = defaults.UDE_POLISH,
         callbacks: Sequence[Callable] | None = None,
         random_state: int | np.random.RandomState | None = None,
         device: str = defaults.DEVICE,
@@ -311,10 +290,6 @@ class UniversalODERegressor(BaseODERegressor):
         warm_start: bool = defaults.WARM_START,
         on_interrupt: str = defaults.ON_INTERRUPT,
         input_interpolation: str = defaults.INPUT_INTERPOLATION,
-        segment_length: Any = defaults.DEPRECATED,
-        segment_growth: Any = defaults.DEPRECATED,
-        segment_batch_size: Any = defaults.DEPRECATED,
-        continuity_weight: Any = defaults.DEPRECATED,
         observe: Callable | None = None,
     ) -> None:
         self.known = known
@@ -332,27 +307,10 @@ class UniversalODERegressor(BaseODERegressor):
         self.feature_map = feature_map
         self.augment_dim = augment_dim
         self.solver = solver
-        self.rtol = rtol
-        self.atol = atol
-        self.adjoint = adjoint
-        self.step_size = step_size
-        self.max_num_steps = max_num_steps
-        self.compile_field = compile_field
         self.max_iter = max_iter
         self.collocation = collocation
         self.shooting = shooting
         self.polish = polish
-        self.polish_max_iter = polish_max_iter
-        self.polish_method = polish_method
-        self.smoothing = smoothing
-        self.collocation_learning_rate = collocation_learning_rate
-        self.shooting_learning_rate = shooting_learning_rate
-        self.shooting_segment_length = shooting_segment_length
-        self.shooting_segment_growth = shooting_segment_growth
-        self.shooting_batch_size = shooting_batch_size
-        self.shooting_continuity_weight = shooting_continuity_weight
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
         self.callbacks = callbacks
         self.random_state = random_state
         self.device = device
@@ -361,10 +319,6 @@ class UniversalODERegressor(BaseODERegressor):
         self.warm_start = warm_start
         self.on_interrupt = on_interrupt
         self.input_interpolation = input_interpolation
-        self.segment_length = segment_length
-        self.segment_growth = segment_growth
-        self.segment_batch_size = segment_batch_size
-        self.continuity_weight = continuity_weight
         self.observe = observe
 
     _parameter_constraints: ClassVar[dict] = {
@@ -381,7 +335,6 @@ class UniversalODERegressor(BaseODERegressor):
             Interval(Real, 0, None, closed="left"),
         ],
         "network_smoothness": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left")],
-        "polish_method": [StrOptions({"gauss-newton", "lbfgs"})],
         "physics_first": ["boolean"],
         "feature_map": [callable, None],
         "observe": [callable, None],
@@ -399,28 +352,32 @@ class UniversalODERegressor(BaseODERegressor):
     #: shooting: the checks decide once the fit explains half the variance.
     _shooting_checks_decide_below: ClassVar[float] = 0.5
 
+    _polish_max_iter: ClassVar[int] = defaults.UDE_POLISH_MAX_ITER
+    _polish_method: ClassVar[str] = defaults.UDE_POLISH_METHOD
+    _polish_methods: ClassVar[frozenset[str]] = frozenset({"gauss-newton", "lbfgs"})
+
     # ----------------------------------------------------------------- subclass hooks
     def _stages(self) -> list[TrainingStage]:
         stages = super()._stages()
-        if self.polish and self.polish_method == "gauss-newton":
-            polish = GaussNewtonStage(
-                max_iter=self.polish_max_iter,
-                choose_weight_decay=self.network_weight_decay == "auto",
-                smoothness=self.network_smoothness,
-            )
-            stages = [polish if isinstance(stage, PolishStage) else stage for stage in stages]
-        stages = _shooting_as_rescue(stages) if self.shooting == "auto" else stages
+        shooting = as_settings("shooting", self.shooting)
+        if shooting is not None and shooting.only_if_needed:
+            stages = _shooting_as_rescue(stages)
+        collocation = as_settings("collocation", self.collocation)
         has_network = bool(self.hidden_layer_sizes)
-        if self.physics_first and self.collocation and self.params and has_network:
-            physics = CollocationStage(
-                max_iter=self.max_iter,
-                learning_rate=self.collocation_learning_rate,
-                tol=self.tol,
-                n_iter_no_change=self.n_iter_no_change,
-                name="physics",
-            )
+        if self.physics_first and collocation is not None and self.params and has_network:
+            physics = collocation._stage(self.max_iter, name="physics")
             stages.insert(0, PhysicsFirstStage(physics))
         return stages
+
+    def _polish_stage(self, polish: Polish) -> TrainingStage:
+        max_iter, method = polish._resolved(self._polish_max_iter, self._polish_method)
+        if method != "gauss-newton":
+            return super()._polish_stage(polish)
+        return GaussNewtonStage(
+            max_iter=max_iter,
+            choose_weight_decay=self.network_weight_decay == "auto",
+            smoothness=self.network_smoothness,
+        )
 
     def _check_model_arguments(self) -> None:
         params = check_parameter_mapping(self.params, "params")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import skneuralode.universal_ode as universal_ode
-from skneuralode import UniversalODERegressor
+from skneuralode import Polish, UniversalODERegressor
 from skneuralode._training.gauss_newton import GaussNewtonStage, evidence_weight_decay
 from skneuralode._training.polish import PolishStage
 from skneuralode.datasets import make_lotka_volterra
@@ -87,7 +87,7 @@ class TestGaussNewtonPolish:
             "random_state": 0,
         }
         newton = UniversalODERegressor(**settings)
-        lbfgs = UniversalODERegressor(**settings, polish_method="lbfgs")
+        lbfgs = UniversalODERegressor(**settings, polish=Polish(method="lbfgs"))
         fit_quietly(newton, t, y)
         fit_quietly(lbfgs, t, y)
         assert newton.params_["k"] == pytest.approx(lbfgs.params_["k"], rel=1e-3)
@@ -107,7 +107,7 @@ class TestGaussNewtonPolish:
         }
         newton = UniversalODERegressor(**settings)
         fit_quietly(newton, t, noisy)
-        lbfgs = UniversalODERegressor(**settings, polish_method="lbfgs", polish_max_iter=30)
+        lbfgs = UniversalODERegressor(**settings, polish=Polish(method="lbfgs", max_iter=30))
         fit_quietly(lbfgs, t, noisy)
         assert polish_result(newton).status == "converged"
         assert polish_result(newton).n_iter < 30
@@ -132,7 +132,7 @@ class TestGaussNewtonPolish:
             fixed_params={"a": 1.3, "d": 1.8},
             hidden_layer_sizes=(4,),
             max_iter=50,
-            polish_max_iter=3,
+            polish=Polish(max_iter=3),
             random_state=0,
         )
         fit_quietly(estimator, t, noisy)
@@ -142,9 +142,11 @@ class TestGaussNewtonPolish:
     def test_bad_polish_method(self) -> None:
         t, _, noisy = noisy_lotka_volterra()
         estimator = UniversalODERegressor(
-            known=lotka_volterra_known, fixed_params={"a": 1.3, "d": 1.8}, polish_method="adam"
+            known=lotka_volterra_known,
+            fixed_params={"a": 1.3, "d": 1.8},
+            polish=Polish(method="adam"),
         )
-        with pytest.raises(ValueError, match="polish_method"):
+        with pytest.raises(ValueError, match=r"'polish\.method' parameter"):
             estimator.fit(t, noisy)
 
     def test_bad_weight_decay(self) -> None:

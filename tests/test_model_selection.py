@@ -103,12 +103,16 @@ def test_randomized_search_over_a_learning_rate() -> None:
     t, y = oscillator(n_times=30)
     search = RandomizedSearchCV(
         fast_neural(max_iter=40),
-        {"collocation_learning_rate": loguniform(3e-3, 3e-2)},
+        {"collocation__learning_rate": loguniform(3e-3, 3e-2)},
         n_iter=2,
         cv=KFold(2, shuffle=True, random_state=0),
         random_state=0,
     ).fit(t, y)
-    assert 3e-3 <= search.best_params_["collocation_learning_rate"] <= 3e-2
+    assert 3e-3 <= search.best_params_["collocation__learning_rate"] <= 3e-2
+    assert (
+        search.best_estimator_.collocation.learning_rate
+        == (search.best_params_["collocation__learning_rate"])
+    )
     assert search.best_estimator_.n_iter_ >= 1
 
 

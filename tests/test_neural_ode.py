@@ -24,7 +24,7 @@ from sklearn_helpers import (
 )
 from torch import nn
 
-from skneuralode import NeuralODERegressor
+from skneuralode import Collocation, NeuralODERegressor, Polish, Solver
 from skneuralode.datasets import make_damped_oscillator, spiral_rhs
 
 
@@ -295,7 +295,7 @@ def test_compiled_field_trains_the_same_model_and_is_not_kept(oscillator) -> Non
     t, y = oscillator
     settings = {**FAST, "max_iter": 20, "shooting": True}
     eager = NeuralODERegressor(**settings).fit(t, y)
-    compiled = NeuralODERegressor(**settings, compile_field=True).fit(t, y)
+    compiled = NeuralODERegressor(**settings, solver=Solver(compile_field=True)).fit(t, y)
     assert type(compiled.module_.field) is type(eager.module_.field)  # the plain module back
     assert vars(compiled.module_.field).keys() == vars(eager.module_.field).keys()
     assert [r.n_iter for r in compiled.stage_results_] == [20, 20]
@@ -323,13 +323,13 @@ def test_feature_map_as_structural_prior(spiral) -> None:
     [
         ({"collocation": True, "shooting": False, "polish": False}, ["collocation"]),
         ({"collocation": False, "shooting": True, "polish": False}, ["shooting"]),
-        ({"collocation": False, "shooting": False, "polish": True}, ["polish"]),
-        ({"collocation": True, "shooting": True, "polish": True}, STAGES),
+        ({"collocation": False, "shooting": False, "polish": Polish(max_iter=2)}, ["polish"]),
+        ({"collocation": True, "shooting": True, "polish": Polish(max_iter=2)}, STAGES),
     ],
 )
 def test_stages_are_switched_on_and_off(oscillator, switches: dict, stages: list[str]) -> None:
     t, y = oscillator
-    settings = {**FASTEST, "max_iter": 10, "polish_max_iter": 2, **switches}
+    settings = {**FASTEST, "max_iter": 10, **switches}
     estimator = NeuralODERegressor(**settings).fit(t, y)
     assert [result.stage for result in estimator.stage_results_] == stages
     assert [result.n_iter for result in estimator.stage_results_] == [
@@ -419,7 +419,11 @@ def test_methods_before_fit_raise_not_fitted(oscillator) -> None:
         ({"solver": "rk45"}, ValueError, "'solver' parameter"),
         ({"augment_dim": -1}, ValueError, "'augment_dim' parameter"),
         ({"max_iter": 0}, ValueError, "'max_iter' parameter"),
-        ({"smoothing": -0.1}, ValueError, "'smoothing' parameter"),
+        (
+            {"collocation": Collocation(smoothing=-0.1)},
+            ValueError,
+            "'collocation.smoothing' parameter",
+        ),
         ({"feature_map": "cube"}, ValueError, "'feature_map' parameter"),
         ({"device": "gpu"}, ValueError, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ({"callbacks": [3]}, TypeError, "callbacks must be callables"),

@@ -13,7 +13,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn_helpers import one_torch_thread  # noqa: F401 (an autouse fixture)
 
-from skneuralode import NeuralODERegressor, UniversalODERegressor, load
+from skneuralode import NeuralODERegressor, Polish, UniversalODERegressor, load
 from skneuralode.datasets import (
     PHARMACOKINETICS,
     central_concentration,
@@ -176,9 +176,9 @@ def test_save_load_and_pickle_keep_observe(pk_fit, tmp_path: Path) -> None:
 
 def test_observe_is_a_parameter_for_clone_and_model_selection(pk_data) -> None:
     t, concentration, doses = pk_data
-    estimator = pk_estimator(polish_max_iter=2).set_params(params=dict(PHARMACOKINETICS))
+    estimator = pk_estimator(polish=Polish(max_iter=2)).set_params(params=dict(PHARMACOKINETICS))
     assert clone(estimator).get_params()["observe"] is central_concentration
-    search = GridSearchCV(estimator, {"polish_max_iter": [1, 2]}, cv=KFold(2))
+    search = GridSearchCV(estimator, {"polish__max_iter": [1, 2]}, cv=KFold(2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         search.fit(t[:4], concentration[:4], y0=doses[:4])

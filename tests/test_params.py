@@ -13,7 +13,14 @@ import pytest
 import torch
 
 import skneuralode._params
-from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode import (
+    Collocation,
+    MultipleShooting,
+    NeuralODERegressor,
+    Polish,
+    Solver,
+    UniversalODERegressor,
+)
 from skneuralode._params import (
     MAX_AUGMENT_DIM,
     MAX_HIDDEN_LAYERS,
@@ -26,12 +33,16 @@ from skneuralode._solve import SolverSettings, solve
 from skneuralode._vector_fields import multilayer_perceptron
 
 AT_THE_CAPS = {
-    "max_num_steps": MAX_ITERATIONS,
+    "solver": Solver(max_num_steps=MAX_ITERATIONS),
     "max_iter": MAX_ITERATIONS,
-    "polish_max_iter": MAX_ITERATIONS,
-    "segment_batch_size": MAX_ITERATIONS,
-    "n_iter_no_change": MAX_ITERATIONS,
-    "segment_length": MAX_ITERATIONS,
+    "collocation": Collocation(n_iter_no_change=MAX_ITERATIONS, max_iter=MAX_ITERATIONS),
+    "polish": Polish(max_iter=MAX_ITERATIONS),
+    "shooting": MultipleShooting(
+        batch_size=MAX_ITERATIONS,
+        n_iter_no_change=MAX_ITERATIONS,
+        segment_length=MAX_ITERATIONS,
+        max_iter=MAX_ITERATIONS,
+    ),
     "augment_dim": MAX_AUGMENT_DIM,
     "verbose": MAX_ITERATIONS,
 }
@@ -39,7 +50,7 @@ AT_THE_CAPS = {
 
 @pytest.mark.parametrize("estimator_class", [NeuralODERegressor, UniversalODERegressor])
 def test_every_cap_itself_is_a_valid_setting(estimator_class: type) -> None:
-    estimator_class(**AT_THE_CAPS)._validate_params()  # what fit checks first
+    estimator_class(**AT_THE_CAPS)._check_arguments()  # what fit checks first
     assert check_hidden_layer_sizes([MAX_LAYER_WIDTH] * 2) == (MAX_LAYER_WIDTH,) * 2
     assert len(check_hidden_layer_sizes((1,) * MAX_HIDDEN_LAYERS)) == MAX_HIDDEN_LAYERS
 

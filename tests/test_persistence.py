@@ -352,7 +352,7 @@ def test_tampered_import_paths_are_never_imported(
         ),
         pytest.param(
             lambda path: _rewrite(
-                path, config=lambda c: {**c, "params": {**c["params"], "tol": {"__eval__": "1"}}}
+                path, config=lambda c: {**c, "params": {**c["params"], "dtype": {"__eval__": "1"}}}
             ),
             id="unknown-tag",
         ),
@@ -393,7 +393,7 @@ def test_deeply_nested_configuration_is_refused(fitted: dict[str, Any], tmp_path
     config = (
         '{"format": "skneuralode-model", "format_version": 1, '
         '"estimator": "skneuralode.neural_ode:NeuralODERegressor", '
-        f'"params": {{"tol": {nested}}}, "fitted": null}}'
+        f'"params": {{"max_iter": {nested}}}, "fitted": null}}'
     )
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(CONFIG_MEMBER, config)
@@ -422,12 +422,12 @@ def test_newer_patch_release_loads_older_files(
     monkeypatch.setattr(skneuralode, "__version__", "0.1.99")
 
     def older(config: dict[str, Any]) -> dict[str, Any]:
-        del config["params"]["tol"]
+        del config["params"]["max_iter"]
         return config
 
     _rewrite(path, config=older)
     loaded = load(path, allow_imports=["sklearn_helpers"])
-    assert loaded.tol == NeuralODERegressor().tol
+    assert loaded.max_iter == NeuralODERegressor().max_iter
     np.testing.assert_array_equal(
         loaded.predict(fitted["t"]), fitted["neural"].predict(fitted["t"])
     )

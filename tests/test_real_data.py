@@ -19,7 +19,10 @@ from sklearn_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixt
 
 from skneuralode import (
     ConstantInputs,
+    MultipleShooting,
     NeuralODERegressor,
+    Polish,
+    Solver,
     UniversalODERegressor,
     load,
     make_forecast_scorer,
@@ -176,11 +179,9 @@ def test_lotka_volterra_observing_only_the_prey_forecasts_past_the_data() -> Non
     estimator = NeuralODERegressor(
         hidden_layer_sizes=(8, 8),
         max_iter=100,
-        shooting_learning_rate=1e-2,
-        polish=True,
-        polish_max_iter=10,
-        rtol=1e-4,
-        atol=1e-6,
+        shooting=MultipleShooting(learning_rate=1e-2),
+        polish=Polish(max_iter=10),
+        solver=Solver(rtol=1e-4, atol=1e-6),
         random_state=0,
         device="cpu",
     )

@@ -40,7 +40,7 @@ from sklearn_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixt
     spring,
 )
 
-from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode import MultipleShooting, NeuralODERegressor, UniversalODERegressor
 
 
 @dataclass(frozen=True)
@@ -217,10 +217,12 @@ def test_init_only_stores_and_fit_validates() -> None:
         ("max_iter", -3),
         ("activation", "nope"),
         ("hidden_layer_sizes", (0,)),
-        ("shooting_segment_growth", "sometimes"),
+        ("shooting__segment_growth", "sometimes"),
     ]:
-        with pytest.raises((InvalidParameterError, ValueError), match=name):
-            fast_neural(**{name: bad}).fit(t, y)
+        with pytest.raises((InvalidParameterError, ValueError), match=name.replace("__", ".")):
+            fast_neural(shooting=True).set_params(**{name: bad}).fit(t, y)
+    settings = MultipleShooting(segment_growth="sometimes")
+    assert fast_neural(shooting=settings).shooting.segment_growth == "sometimes"  # stored
     with pytest.raises(ValueError, match="device"):
         fast_neural(device="tpu").fit(t, y)
 

@@ -19,7 +19,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 from torch import nn
 
-from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode import NeuralODERegressor, Polish, UniversalODERegressor
 from skneuralode._hybrid_field import squared_weights
 from skneuralode._physical_parameters import PhysicalParameters
 from skneuralode.datasets import make_damped_oscillator
@@ -29,7 +29,11 @@ torch.set_num_threads(1)
 #: Budgets that keep every fit here to a few seconds.
 QUICK: dict[str, Any] = {"max_iter": 200, "shooting": False, "polish": False}
 #: Known-only fits: collocation to convergence, then a few L-BFGS steps on the trajectory.
-KNOWN_ONLY: dict[str, Any] = {"hidden_layer_sizes": (), "shooting": False, "polish_max_iter": 10}
+KNOWN_ONLY: dict[str, Any] = {
+    "hidden_layer_sizes": (),
+    "shooting": False,
+    "polish": Polish(max_iter=10),
+}
 
 
 # ------------------------------------------------------------ module-level known physics
@@ -414,7 +418,7 @@ def test_constructor_mirrors_neural_ode_regressor() -> None:
     neural = inspect.signature(NeuralODERegressor).parameters
     universal = inspect.signature(UniversalODERegressor).parameters
     # polish on by default: physical parameters need a second-order polish
-    deliberate = {"polish", "polish_max_iter"}
+    deliberate = {"polish"}
     for name, parameter in neural.items():
         assert name in universal, name
         if name not in deliberate:

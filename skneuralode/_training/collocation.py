@@ -173,7 +173,7 @@ class CollocationStage(TrainingStage):
     check_above_noise: float = 1e-4
     working_dtype: torch.dtype | None = torch.float32
     name: str = "collocation"
-    divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate"
+    divergence_remedy: ClassVar[str] = "a smaller Collocation(learning_rate=...)"
 
     def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
         if not bool(problem.smoothing_weight.any()):

@@ -31,7 +31,9 @@ class PhysicsFirstStage(TrainingStage):
 
     collocation: CollocationStage
     name: str = "physics"
-    divergence_remedy: ClassVar[str] = "a smaller collocation_learning_rate or physics_first=False"
+    divergence_remedy: ClassVar[str] = (
+        "a smaller Collocation(learning_rate=...) or physics_first=False"
+    )
 
     def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:
         return self.collocation.skip_reason(problem, trajectory_loss)

@@ -344,7 +344,8 @@ class ShootingStage(TrainingStage):
     checks_decide_below: float = math.inf
     name: str = "shooting"
     divergence_remedy: ClassVar[str] = (
-        "a smaller shooting_learning_rate or a shorter shooting_segment_length"
+        "a smaller MultipleShooting(learning_rate=...) or a shorter "
+        "MultipleShooting(segment_length=...)"
     )
 
     def skip_reason(self, problem: TrainingProblem, trajectory_loss: float) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +38,14 @@ from sklearn_helpers import (
     raised_by_our_validation,
 )
 
-from skneuralode import NeuralODERegressor, UniversalODERegressor
+from skneuralode import MultipleShooting, NeuralODERegressor, UniversalODERegressor
 from skneuralode._params import (
     MAX_AUGMENT_DIM,
     MAX_HIDDEN_LAYERS,
     MAX_ITERATIONS,
     MAX_LAYER_WIDTH,
 )
+from skneuralode._settings import SETTINGS_CLASSES
 
 #: The quick fits here are deliberately short; their "poor fit" warning is not the point.
 pytestmark = pytest.mark.filterwarnings(
@@ -195,15 +197,16 @@ COMMON_HYPER_PARAMETERS = [
     BadInput("device-not-a-string", refit(device=0),
              TypeError, PARAMETER.format("device", ".*", "an instance of 'str'", "0")),
     BadInput("negative-rtol",
-             refit(rtol=-1e-3),
+             refit(solver__rtol=-1e-3),
              ValueError,
-             PARAMETER.format("rtol", ".*", r"a float in the range \(0\.0, inf\)", "-0.001")),
+             PARAMETER.format("solver.rtol", ".*", r"a float in the range \(0\.0, inf\)",
+                              "-0.001")),
     BadInput("negative-atol",
-             refit(atol=-1.0),
+             refit(solver__atol=-1.0),
              ValueError,
-             PARAMETER.format("atol", ".*", r"a float in the range \(0\.0, inf\)", "-1.0")),
-    BadInput("nan-rtol", refit(rtol=math.nan),
-             ValueError, PARAMETER.format("rtol", ".*", "a float", "nan")),
+             PARAMETER.format("solver.atol", ".*", r"a float in the range \(0\.0, inf\)", "-1.0")),
+    BadInput("nan-rtol", refit(solver__rtol=math.nan),
+             ValueError, PARAMETER.format("solver.rtol", ".*", "a float", "nan")),
     BadInput("negative-max_iter",
              refit(max_iter=-1),
              ValueError,
@@ -212,16 +215,17 @@ COMMON_HYPER_PARAMETERS = [
              ValueError, PARAMETER.format("max_iter", ".*", "an int", "2.5")),
     BadInput("negative-augment_dim", refit(augment_dim=-1),
              ValueError, PARAMETER.format("augment_dim", ".*", "an int", "-1")),
-    BadInput("negative-step_size", refit(step_size=-0.1),
-             ValueError, PARAMETER.format("step_size", ".*", "a float", "-0.1")),
-    BadInput("zero-max_num_steps", refit(max_num_steps=0),
-             ValueError, PARAMETER.format("max_num_steps", ".*", "an int", "0")),
-    BadInput("unknown-smoothing", refit(smoothing="lots"),
-             ValueError, PARAMETER.format("smoothing", ".*", r"a str among \{'auto'\}", "'lots'")),
-    BadInput("negative-smoothing", refit(smoothing=-1.0),
-             ValueError, PARAMETER.format("smoothing", ".*", ".*float", "-1.0")),
-    BadInput("one-point-segments", refit(shooting_segment_length=1),
-             ValueError, PARAMETER.format("shooting_segment_length", ".*", "an int", "1")),
+    BadInput("negative-step_size", refit(solver__step_size=-0.1),
+             ValueError, PARAMETER.format("solver.step_size", ".*", "a float", "-0.1")),
+    BadInput("zero-max_num_steps", refit(solver__max_num_steps=0),
+             ValueError, PARAMETER.format("solver.max_num_steps", ".*", "an int", "0")),
+    BadInput("unknown-smoothing", refit(collocation__smoothing="lots"),
+             ValueError,
+             PARAMETER.format("collocation.smoothing", ".*", r"a str among \{'auto'\}", "'lots'")),
+    BadInput("negative-smoothing", refit(collocation__smoothing=-1.0),
+             ValueError, PARAMETER.format("collocation.smoothing", ".*", ".*float", "-1.0")),
+    BadInput("one-point-segments", refit(shooting=MultipleShooting(segment_length=1)),
+             ValueError, PARAMETER.format("shooting.segment_length", ".*", "an int", "1")),
     BadInput("callback-not-callable", refit(callbacks=[1]),
              TypeError, r"^callbacks must be callables, got 1"),
     BadInput("feature_map-not-callable", refit(feature_map=3),
@@ -417,49 +421,64 @@ UNIVERSAL_ONLY = [
 #: Integer settings and (lowest, highest) allowed value: the highest is where torch and
 #: torchdiffeq stop coping (int32 counts) or memory would run out (layer sizes).
 INTEGER_LIMITS = {
-    "max_num_steps": (1, MAX_ITERATIONS),
+    "solver.max_num_steps": (1, MAX_ITERATIONS),
     "max_iter": (1, MAX_ITERATIONS),
-    "polish_max_iter": (1, MAX_ITERATIONS),
-    "shooting_batch_size": (1, MAX_ITERATIONS),
-    "n_iter_no_change": (1, MAX_ITERATIONS),
-    "shooting_segment_length": (2, MAX_ITERATIONS),
+    "polish.max_iter": (1, MAX_ITERATIONS),
+    "shooting.batch_size": (1, MAX_ITERATIONS),
+    "shooting.n_iter_no_change": (1, MAX_ITERATIONS),
+    "collocation.n_iter_no_change": (1, MAX_ITERATIONS),
+    "collocation.max_iter": (1, MAX_ITERATIONS),
+    "shooting.segment_length": (2, MAX_ITERATIONS),
     "augment_dim": (0, MAX_AUGMENT_DIM),
     "verbose": (0, MAX_ITERATIONS),
 }
 #: Real settings: each must be finite (NaN and inf are never a tolerance or a rate).
 REAL_SETTINGS = [
-    "rtol",
-    "atol",
-    "step_size",
-    "collocation_learning_rate",
-    "shooting_learning_rate",
-    "shooting_continuity_weight",
-    "tol",
-    "smoothing",
+    "solver.rtol",
+    "solver.atol",
+    "solver.step_size",
+    "collocation.learning_rate",
+    "shooting.learning_rate",
+    "shooting.continuity_weight",
+    "collocation.tol",
+    "shooting.tol",
+    "collocation.smoothing",
 ]
+
+
+def setting(dotted: str, value: Any) -> dict[str, Any]:
+    """Constructor arguments that give the setting ``dotted`` (``"shooting.tol"``: a
+    setting of ``shooting=MultipleShooting(tol=...)``; ``"max_iter"``: an argument)."""
+    argument, _, name = dotted.partition(".")
+    if not name:
+        return {argument: value}
+    return {argument: SETTINGS_CLASSES[argument](**{name: value})}
+
 
 LIMITS = [
     *(
         BadInput(
             f"{name}-beyond-its-cap",
-            refit(**{name: high + 1}),
+            refit(**setting(name, high + 1)),
             ValueError,
-            PARAMETER.format(name, ".*", rf"an int in the range \[{low}, {high}\]", high + 1),
+            PARAMETER.format(
+                re.escape(name), ".*", rf"an int in the range \[{low}, {high}\]", high + 1
+            ),
         )
         for name, (low, high) in INTEGER_LIMITS.items()
     ),
     BadInput(
         "max_num_steps-that-overflowed-torchdiffeq",
-        refit(max_num_steps=10**30),
+        refit(solver__max_num_steps=10**30),
         ValueError,
-        PARAMETER.format("max_num_steps", ".*", "an int in the range", 10**30),
+        PARAMETER.format("solver.max_num_steps", ".*", "an int in the range", 10**30),
     ),
     *(
         BadInput(
             f"{name}-{value}",
-            refit(**{name: value}),
+            refit(**setting(name, value)),
             ValueError,
-            PARAMETER.format(name, ".*", ".*float", value),
+            PARAMETER.format(re.escape(name), ".*", ".*float", value),
         )
         for name in REAL_SETTINGS
         for value in (math.nan, math.inf, -math.inf)

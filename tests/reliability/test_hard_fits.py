@@ -24,7 +24,7 @@ from sklearn_helpers import SolverWork, counted_solver_work
 
 import skneuralode
 import skneuralode._solve
-from skneuralode import NeuralODERegressor
+from skneuralode import NeuralODERegressor, Solver
 from skneuralode.datasets import (
     add_noise,
     make_blow_up,
@@ -38,7 +38,7 @@ from skneuralode.datasets import (
 HARD = {
     "hidden_layer_sizes": (16, 16),
     "max_iter": 100,
-    "max_num_steps": 1000,
+    "solver": Solver(max_num_steps=1000),
     "random_state": 0,
 }
 #: Iterations the stages may take: collocation and shooting, max_iter each (no polish).
@@ -110,8 +110,8 @@ def test_hard_fits_end_in_bounded_time_with_finite_predictions_and_honest_warnin
     assert len(work.steps) + len(work.stiff_evaluations) <= SOLVES_PER_ITERATION * (
         outcome.n_iter + 1
     )
-    assert max(work.steps, default=0) <= HARD["max_num_steps"] + 1  # + the step that ran out
-    stiff_budget = skneuralode._solve._STIFF_EVALUATIONS_PER_STEP * HARD["max_num_steps"]
+    assert max(work.steps, default=0) <= HARD["solver"].max_num_steps + 1  # + the step that ran out
+    stiff_budget = skneuralode._solve._STIFF_EVALUATIONS_PER_STEP * HARD["solver"].max_num_steps
     assert max(work.stiff_evaluations, default=0) <= stiff_budget + 1
     assert np.all(np.isfinite(outcome.dense_prediction))
     assert math.isfinite(outcome.r2)
