@@ -7,6 +7,7 @@ OpenMP/MKL/OpenBLAS variables set to match before torch starts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,7 +15,8 @@ import platform
 import resource
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -146,3 +148,16 @@ def write_document(document: dict[str, Any], table: str, path: Path | None) -> N
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
+
+
+@contextlib.contextmanager
+def baseline_package(commit: str) -> Iterator[Path]:
+    """A temporary folder holding ``skneuralode`` as it was at ``commit`` (``git archive``)."""
+    with tempfile.TemporaryDirectory(prefix="skneuralode-base-") as folder:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "skneuralode"],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)

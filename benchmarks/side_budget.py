@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, baseline_package
+
 BASE = "73a21ae"
 TRAJECTORIES = (1, 5, 16)
 
@@ -72,16 +73,10 @@ def run(package: Path, n_traj: int) -> dict:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="skneuralode-base-") as folder:
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", BASE, "skneuralode"],
-            capture_output=True,
-            check=True,
-        )
-        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+    with baseline_package(BASE) as folder:
         print(f"{'trajectories':>12} {'code':>8} {'fit CPU s':>10} {'record CPU s':>13}  note")
         for n_traj in TRAJECTORIES:
-            for label, package in (("base", Path(folder)), ("current", ROOT)):
+            for label, package in (("base", folder), ("current", ROOT)):
                 result = run(package, n_traj)
                 if "error" in result:
                     print(f"{n_traj:>12} {label:>8}  error: {result['error']}")

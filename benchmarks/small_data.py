@@ -29,20 +29,25 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import importlib
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, environment_summary, peak_rss_mb, run_worker, write_document
+from _common import (
+    ROOT,
+    baseline_package,
+    environment_summary,
+    peak_rss_mb,
+    run_worker,
+    write_document,
+)
 
 BASE = "5cede65"  # the last commit before the issue-12 work
 CODES = ("baseline", "current")
@@ -88,19 +93,6 @@ def worker(module_name: str, case: str, seed: int) -> dict[str, Any]:
         "package": str(Path(skneuralode.__file__).parent),
         "load_average_at_end": list(os.getloadavg()),
     }
-
-
-@contextlib.contextmanager
-def baseline_package() -> Iterator[Path]:
-    """A folder holding ``skneuralode`` as it was at ``BASE``."""
-    with tempfile.TemporaryDirectory(prefix="skneuralode-base-") as folder:
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", BASE, "skneuralode"],
-            capture_output=True,
-            check=True,
-        )
-        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
-        yield Path(folder)
 
 
 def run_case(
@@ -208,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     results = [{"case": name, "seed": seed} for name in chosen for seed in arguments.seeds]
     with (
-        baseline_package() as old_root,
+        baseline_package(BASE) as old_root,
         concurrent.futures.ThreadPoolExecutor(max(arguments.jobs, 1)) as pool,
     ):
         futures = {}
