@@ -21,7 +21,7 @@ from sklearn_helpers import (  # noqa: F401 (one_torch_thread is an autouse fixt
 )
 
 import skneuralode
-from skneuralode import IdentifiabilityWarning, UniversalODERegressor
+from skneuralode import IdentifiabilityWarning, Solver, UniversalODERegressor
 from skneuralode import _sensitivity as sensitivity
 from skneuralode import _uncertainty as uncertainty
 from skneuralode._prediction import integrate
@@ -462,7 +462,10 @@ def test_models_with_inputs_get_intervals_and_bands_that_follow_the_inputs() -> 
         states[step, 0] = y_now
     y = states + 0.02 * rng.standard_normal(states.shape)
     estimator = classical(
-        forced_decay, {"k": 1.0, "gain": 1.0}, param_constraints=None, atol=1e-8, rtol=1e-8
+        forced_decay,
+        {"k": 1.0, "gain": 1.0},
+        param_constraints=None,
+        solver=Solver(atol=1e-8, rtol=1e-8),
     ).fit(t, y, u=force)
     for name, truth in (("k", K_TRUE), ("gain", 2.0)):
         low, high = estimator.param_intervals()[name]
