@@ -20,7 +20,7 @@ import skneuralode  # noqa: E402
 
 project = "skneuralode"
 author = "The skneuralode developers"
-copyright = "2026, the skneuralode developers"  # noqa: A001
+copyright = "2026, the skneuralode developers"
 release = skneuralode.__version__ if hasattr(skneuralode, "__version__") else "0.1.0"
 version = release
 
@@ -36,8 +36,14 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
-                    "auto_examples/*.zip", "auto_examples/*.json", "auto_examples/*.md5"]
+exclude_patterns = [
+    "_build",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "auto_examples/*.zip",
+    "auto_examples/*.json",
+    "auto_examples/*.md5",
+]
 myst_heading_anchors = 3
 
 # API reference: one page per public name, generated from the docstrings.
@@ -70,9 +76,7 @@ sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": (
-        r"/(sir_hidden_state|pharmacokinetics_doses|observed_concentration)\.py$"
-        if _QUICK
-        else r"/.*\.py$"
+        r"/(quickstart|sir_hidden_state|lotka_volterra_ude)\.py$" if _QUICK else r"/.*\.py$"
     ),
     "ignore_pattern": r"__init__\.py",
     "within_subsection_order": "FileNameSortKey",

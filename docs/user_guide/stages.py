@@ -39,7 +39,7 @@ def _data(axis: plt.Axes) -> None:
 def collocation() -> None:
     """Collocation: the field regressed on (y, dy/dt) of the smoothed data; no solve."""
     estimator = _fit("collocation")
-    figure, (states, field) = plt.subplots(1, 2, figsize=(10, 3.6))
+    _figure, (states, field) = plt.subplots(1, 2, figsize=(10, 3.6))
     _data(states)
     fitted = estimator.predict(FINE)
     for state, colour in enumerate(("tab:blue", "tab:orange")):
@@ -49,8 +49,9 @@ def collocation() -> None:
     rates_data = np.gradient(Y, T, axis=0)
     learned = estimator.vector_field(TRUTH)
     true = np.array([damped_oscillator_rhs(0.0, state) for state in TRUTH])
-    field.plot(T, rates_data[:, 1], ".", color="0.6", markersize=4,
-               label="finite differences of the data")
+    field.plot(
+        T, rates_data[:, 1], ".", color="0.6", markersize=4, label="finite differences of the data"
+    )
     field.plot(T, true[:, 1], "k-", label="true dy2/dt")
     field.plot(T, learned[:, 1], "--", color="tab:orange", label="learned dy2/dt")
     field.set_xlabel("t")
@@ -61,7 +62,7 @@ def collocation() -> None:
 def shooting() -> None:
     """Multiple shooting: segments integrated from their own start states, batched."""
     estimator = _fit("shooting")
-    figure, axis = plt.subplots(figsize=(10, 3.6))
+    _figure, axis = plt.subplots(figsize=(10, 3.6))
     _data(axis)
     starts = np.arange(0, len(T) - 1, 8)
     for number, start in enumerate(starts):
@@ -69,25 +70,48 @@ def shooting() -> None:
         segment_t = np.linspace(T[start], T[stop - 1], 40)
         segment = estimator.predict(segment_t, y0=Y[start])
         for state, colour in enumerate(("tab:blue", "tab:orange")):
-            axis.plot(segment_t, segment[:, state], "-", color=colour, alpha=0.8,
-                      label="segments" if number == 0 and state == 0 else None)
-            axis.plot(T[start], Y[start, state], "s", color="k", markersize=4,
-                      label="segment starts" if number == 0 and state == 0 else None)
-    axis.set_title("each segment starts from its own state (here: the data point); "
-                   "a penalty makes them meet")
+            axis.plot(
+                segment_t,
+                segment[:, state],
+                "-",
+                color=colour,
+                alpha=0.8,
+                label="segments" if number == 0 and state == 0 else None,
+            )
+            axis.plot(
+                T[start],
+                Y[start, state],
+                "s",
+                color="k",
+                markersize=4,
+                label="segment starts" if number == 0 and state == 0 else None,
+            )
+    axis.set_title(
+        "each segment starts from its own state (here: the data point); a penalty makes them meet"
+    )
     axis.legend(fontsize=7)
 
 
 def polish() -> None:
     """Polish: the whole trajectory from the learned initial state, L-BFGS."""
     before, after = _fit("shooting"), _fit("polish")
-    figure, axis = plt.subplots(figsize=(10, 3.6))
+    _figure, axis = plt.subplots(figsize=(10, 3.6))
     _data(axis)
     axis.plot(FINE, TRUTH_FINE[:, 0], "k:", label="truth")
-    axis.plot(FINE, before.predict(FINE)[:, 0], "-", color="0.6",
-              label=f"after shooting (R^2 {before.score(T, TRUTH):.4f})")
-    axis.plot(FINE, after.predict(FINE)[:, 0], "-", color="tab:blue",
-              label=f"after the polish (R^2 {after.score(T, TRUTH):.4f})")
+    axis.plot(
+        FINE,
+        before.predict(FINE)[:, 0],
+        "-",
+        color="0.6",
+        label=f"after shooting (R^2 {before.score(T, TRUTH):.4f})",
+    )
+    axis.plot(
+        FINE,
+        after.predict(FINE)[:, 0],
+        "-",
+        color="tab:blue",
+        label=f"after the polish (R^2 {after.score(T, TRUTH):.4f})",
+    )
     axis.set_title("the whole trajectory from y0_, y1 (R^2 against the noise-free truth)")
     axis.legend(fontsize=7)
 
