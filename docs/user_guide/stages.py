@@ -94,24 +94,19 @@ def shooting() -> None:
 
 def polish() -> None:
     """Polish: the whole trajectory from the learned initial state, L-BFGS."""
-    before, after = _fit("shooting"), _fit("polish")
     _figure, axis = plt.subplots(figsize=(10, 3.6))
-    _data(axis)
+    axis.plot(T, Y[:, 0], ".", color="tab:blue", markersize=4, label="data y1")
     axis.plot(FINE, TRUTH_FINE[:, 0], "k:", label="truth")
-    axis.plot(
-        FINE,
-        before.predict(FINE)[:, 0],
-        "-",
-        color="0.6",
-        label=f"after shooting (R^2 {before.score(T, TRUTH):.4f})",
-    )
-    axis.plot(
-        FINE,
-        after.predict(FINE)[:, 0],
-        "-",
-        color="tab:blue",
-        label=f"after the polish (R^2 {after.score(T, TRUTH):.4f})",
-    )
+    for stage, colour, name in (
+        ("shooting", "0.6", "shooting"),
+        ("polish", "tab:blue", "the polish"),
+    ):
+        estimator = _fit(stage)
+        r2 = estimator.score(T, TRUTH)
+        axis.plot(
+            FINE, estimator.predict(FINE)[:, 0], color=colour, label=f"after {name} (R^2 {r2:.4f})"
+        )
+    axis.set_xlabel("t")
     axis.set_title("the whole trajectory from y0_, y1 (R^2 against the noise-free truth)")
     axis.legend(fontsize=7)
 
