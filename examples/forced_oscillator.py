@@ -1,4 +1,6 @@
-"""A forced system: learn the dynamics under one input, forecast under another.
+"""
+A forced system: learn the dynamics under one input, forecast under another
+===========================================================================
 
 A damped oscillator driven by a force u(t), a sum of two sines, observed with 2 %
 noise. ``NeuralODERegressor`` fitted with ``u`` learns dy/dt = f(y, u); it then

@@ -1,4 +1,6 @@
-"""Universal differential equation on Lotka–Volterra (the UDE paper's example).
+"""
+Universal differential equation on Lotka–Volterra (the UDE paper's example)
+===========================================================================
 
 Predator–prey data x' = a x - b x z, z' = c x z - d z (31 noisy points on [0, 3]).
 We know the prey grows (a x) and the predator dies (-d z); the interactions are left to

@@ -1,4 +1,6 @@
-"""Pharmacokinetics written in amounts, the concentration observed (``observe``).
+"""
+Pharmacokinetics written in amounts, the concentration observed (``observe``)
+=============================================================================
 
 The physics of a one-compartment model is a mass balance: the dose leaves the gut at
 rate ka and the central compartment at rate ke, ``gut' = -ka gut`` and

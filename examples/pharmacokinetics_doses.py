@@ -1,4 +1,6 @@
-"""Pharmacokinetics: a dose per subject into a gut compartment nobody measures.
+"""
+Pharmacokinetics: a dose per subject into a gut compartment nobody measures
+===========================================================================
 
 12 subjects, each sampled at its own times over 24 h after an oral dose. The dose is
 the initial amount in the gut (a hidden state: its column of ``y`` is NaN, its initial

@@ -1,4 +1,6 @@
-"""Quick demo: fit the cubic spiral of the DiffEqFlux/torchdiffeq demos with default settings.
+"""
+Quick demo: fit the cubic spiral of the DiffEqFlux/torchdiffeq demos with default settings
+==========================================================================================
 
 Run from the repository root::
 

@@ -1,4 +1,6 @@
-"""An epidemic of which only the sick were counted: SIR with a hidden susceptible state.
+"""
+An epidemic of which only the sick were counted: SIR with a hidden susceptible state
+====================================================================================
 
 14 daily counts of the infected at the scale of the 1978 boarding-school influenza
 outbreak (763 boys, one sick on day 0), 10 % noise. The susceptible were never counted:

@@ -1,6 +1,7 @@
-"""The README's code runs: every ```python block of each marked section
-(``<!-- name:start -->`` ... ``<!-- name:end -->``), in order, in one namespace per
-section, in a temporary directory.
+"""The README's and the documentation pages' code runs: every ```python block of each
+marked section (``<!-- name:start -->`` ... ``<!-- name:end -->``) of README.md and of
+the Markdown pages under docs/, in order, in one namespace per section, in a temporary
+directory. CI (``.ci/run``) runs the README's set-up commands.
 
 A block whose first line is ``# requires: module`` runs only where that module is
 installed (e.g. Ray, an optional backend the test machines lack); elsewhere it is only
@@ -18,18 +19,29 @@ from pathlib import Path
 import pytest
 from sklearn_helpers import one_torch_thread  # noqa: F401 (an autouse fixture)
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 _SECTION = re.compile(r"<!-- (?P<name>[\w-]+):start -->(?P<body>.*?)<!-- (?P=name):end -->", re.S)
 _BLOCK = re.compile(r"^```python\n(?P<code>.*?)^```", re.S | re.M)
 _REQUIRES = re.compile(r"#\s*requires:\s*(?P<modules>[\w., ]+)")
 
 
-def readme_sections() -> dict[str, list[str]]:
-    """Python blocks of each marked README section, by section name."""
-    text = README.read_text(encoding="utf-8")
+def page_sections(page: Path) -> dict[str, list[str]]:
+    """Python blocks of each marked section of one Markdown page, by section name."""
+    text = page.read_text(encoding="utf-8")
     return {
         match["name"]: [block["code"] for block in _BLOCK.finditer(match["body"])]
         for match in _SECTION.finditer(text)
+    }
+
+
+def readme_sections() -> dict[str, list[str]]:
+    """Python blocks of every marked section, by ``page:section`` (README first)."""
+    return {
+        f"{page.relative_to(ROOT)}:{name}": blocks
+        for page in PAGES
+        for name, blocks in page_sections(page).items()
     }
 
 
@@ -45,8 +57,40 @@ def _missing_requirements(code: str) -> list[str]:
 SECTIONS = {name: blocks for name, blocks in readme_sections().items() if blocks}
 
 
-def test_readme_has_the_sklearn_section_with_code() -> None:
-    assert "sklearn" in SECTIONS and len(SECTIONS["sklearn"]) >= 6
+def test_readme_and_guide_have_their_sections_with_code() -> None:
+    assert {"README.md:example", "README.md:ude"} <= set(SECTIONS)
+    assert len(SECTIONS["docs/user_guide/model_selection.md:sklearn"]) >= 5
+    assert len(SECTIONS["docs/user_guide/saving.md:saving"]) >= 4
+
+
+def test_readme_is_short() -> None:
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 250
+
+
+def _setup_commands() -> list[str]:
+    """The two commands of the README's set-up section (comments and blank lines left out)."""
+    sections = {m["name"]: m for m in _SECTION.finditer(README.read_text(encoding="utf-8"))}
+    body = sections["setup"]
+    bash = re.search(r"```bash\n(?P<code>.*?)```", body["body"], re.S)
+    assert bash is not None
+    return [
+        line.strip()
+        for line in bash["code"].splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    install, tests = _setup_commands()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    # The README's install is one line: venv, activate, pip install, the quick demo.
+    pip_install = re.search(r'pip install "torch==[\d.]+" -e "\.\[[\w,]+\]"', install)
+    assert pip_install is not None, install
+    assert pip_install[0] in ci
+    assert "python examples/quickstart.py" in install and "python examples/quickstart.py" in ci
+    assert tests == "python -m pytest -q" and tests in ci
+    assert 'pip install -e ".[docs]"' in ci
+    assert re.search(r"python -m sphinx -W -b html docs ", ci)
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
