@@ -30,6 +30,9 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS
 
+from ._stiff import STIFF_SOLVER_NAMES
+from ._stiff import integrate as integrate_stiff
+
 FIXED_STEP_SOLVERS = frozenset(
     {
         "euler",
@@ -42,7 +45,7 @@ FIXED_STEP_SOLVERS = frozenset(
         "fixed_adams",
     }
 )
-SOLVER_NAMES = frozenset(name for name in SOLVERS if name != "scipy_solver")
+SOLVER_NAMES = frozenset(name for name in SOLVERS if name != "scipy_solver") | STIFF_SOLVER_NAMES
 STIFF_FALLBACK_METHOD = "LSODA"
 _STIFF_EVALUATIONS_PER_STEP = 4  # LSODA's budget in field evaluations, per allowed step
 
@@ -54,7 +57,9 @@ class SolverSettings:
     Attributes
     ----------
     method : str
-        A torchdiffeq method name.
+        A torchdiffeq method name, or ``"rodas4"``: the L-stable Rosenbrock method of
+        :mod:`skneuralode._stiff` for stiff fields (``adjoint`` and ``step_size`` do not
+        apply to it; its gradients flow through its steps).
     rtol, atol : float
         Tolerances of adaptive methods (scaled units).
     adjoint : bool
@@ -80,6 +85,11 @@ class SolverSettings:
     def is_fixed_step(self) -> bool:
         return self.method in FIXED_STEP_SOLVERS
 
+    @property
+    def is_stiff(self) -> bool:
+        """Whether the method is one of the stiff (linearly implicit) solvers."""
+        return self.method in STIFF_SOLVER_NAMES
+
 
 @dataclass(frozen=True)
 class SolveResult:
@@ -92,7 +102,7 @@ class SolveResult:
     failure : str or None
         Why the solve failed, in words; None on success.
     n_steps : int
-        Steps the explicit solver took (attempts included), counted on the host.
+        Steps the solver took (attempts included), counted on the host.
     """
 
     states: torch.Tensor | None
@@ -305,8 +315,8 @@ def solve(
         kinks = grid[1:-1]
     if settings.is_fixed_step and _fixed_steps_needed(settings, grid) > settings.max_num_steps:
         return SolveResult(None, _budget_message(settings))
-    result = _solve_explicit(func, field, initial_states, grid, settings, kinks)
-    if result.ok or not settings.stiff_fallback or torch.is_grad_enabled():
+    result = _integrate(func, field, initial_states, grid, settings, kinks)
+    if result.ok or not settings.stiff_fallback or torch.is_grad_enabled() or settings.is_stiff:
         return result
     fallback = _solve_stiff(func, initial_states, grid, settings)
     return fallback if fallback.ok else SolveResult(None, f"{result.failure}; {fallback.failure}")
@@ -355,7 +365,7 @@ def solve_interpolated(
     spans = torch.where(spans != 0, spans, torch.ones_like(spans))
     func = _UnitSpanField(field, times[:, 0], spans)
     grid = torch.linspace(0.0, 1.0, nodes, dtype=times.dtype, device=times.device)
-    result = _solve_explicit(func, field, initial_states, grid, settings, None)
+    result = _integrate(func, field, initial_states, grid, settings, None)
     if not result.ok:
         return result
     node_states = result.states  # (n_batch, nodes, n_total_states)
@@ -377,6 +387,39 @@ def solve_interpolated(
         + (tau**3 - tau**2) * width * at(node_rates, left + 1)
     )
     return SolveResult(states, n_steps=result.n_steps)
+
+
+def _integrate(
+    func: nn.Module,
+    field: nn.Module,
+    initial_states: torch.Tensor,
+    grid: torch.Tensor,
+    settings: SolverSettings,
+    kinks: torch.Tensor | None,
+) -> SolveResult:
+    """One solve with the settings' method, explicit (torchdiffeq) or stiff."""
+    if not settings.is_stiff:
+        return _solve_explicit(func, field, initial_states, grid, settings, kinks)
+    outcome = integrate_stiff(
+        func,
+        initial_states,
+        grid,
+        rtol=settings.rtol,
+        atol=settings.atol,
+        max_num_steps=settings.max_num_steps,
+        reads_time=depends_on_time(field),
+        stops=kinks is not None,
+        method=settings.method,
+    )
+    if outcome.failure == "budget":
+        return SolveResult(None, _budget_message(settings), outcome.n_steps)
+    if outcome.failure is not None:
+        return SolveResult(
+            None,
+            f"the ODE solver stopped: the step size of {settings.method} underflowed",
+            outcome.n_steps,
+        )
+    return SolveResult(outcome.states, n_steps=outcome.n_steps)
 
 
 def _solve_explicit(

@@ -1,0 +1,158 @@
+"""Adaptive Rodas4 integration of a batch to a grid of output times.
+
+The whole batch shares its steps (as torchdiffeq's solvers do): the error of a step is
+the root mean square over every member and state of ``error / (atol + rtol |y|)``, and
+an integral controller with exponent 1/4 picks the next step. Output times inside a step
+come from the method's dense output; ``stops`` (the kinks of a warped grid) are landed
+on exactly. Gradients flow through the accepted steps (discretise-then-optimise); the
+step sizes themselves are not differentiated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from . import tableau
+from .jacobian import value_and_jacobian
+from .rodas4 import Step, dense_output, rodas4_step
+
+SAFETY = 0.9
+MIN_FACTOR = 0.2
+MAX_FACTOR = 6.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one integration produced.
+
+    Attributes
+    ----------
+    states : Tensor of shape (n_batch, n_points, n_states) or None
+        None when the integration failed.
+    failure : {None, "budget", "underflow"}
+    n_steps : int
+        Steps attempted (rejected ones included).
+    """
+
+    states: torch.Tensor | None
+    failure: str | None
+    n_steps: int
+
+
+def _norm(values: torch.Tensor, scale: torch.Tensor) -> float:
+    return float(torch.sqrt(torch.mean((values / scale) ** 2)))
+
+
+def _first_step(
+    states: torch.Tensor, rates: torch.Tensor, span: float, rtol: float, atol: float
+) -> float:
+    """Hairer and Wanner's first guess, ``0.01 |y| / |f|`` in the error norm."""
+    scale = atol + rtol * states.detach().abs()
+    size_states, size_rates = _norm(states.detach(), scale), _norm(rates.detach(), scale)
+    guess = 1e-6 if size_states < 1e-5 or size_rates < 1e-5 else 0.01 * size_states / size_rates
+    return min(guess, abs(span))
+
+
+def _time_derivative(
+    func: Callable, time: float, step: float, states: torch.Tensor, rates: torch.Tensor
+) -> torch.Tensor:
+    """``df/dt`` by a forward difference in the direction of the step."""
+    epsilon = math.sqrt(torch.finfo(states.dtype).eps)
+    delta = math.copysign(epsilon * max(abs(time), abs(step), 1e-10), step)
+    later = func(torch.as_tensor(time + delta, dtype=states.dtype), states)
+    return (later - rates) / delta
+
+
+def integrate(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    initial_states: torch.Tensor,
+    grid: torch.Tensor,
+    *,
+    rtol: float,
+    atol: float,
+    max_num_steps: int,
+    reads_time: bool,
+    stops: bool,
+    method: str,
+) -> Outcome:
+    """Integrate ``dz/dt = func(t, z)`` from ``grid[0]`` through every time of ``grid``.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(t, z) -> dz/dt`` for ``z`` of shape (n_batch, n_states) and scalar ``t``.
+    initial_states : Tensor of shape (n_batch, n_states)
+    grid : Tensor of shape (n_points,)
+        Output times, monotonic (increasing or decreasing).
+    rtol, atol : float
+    max_num_steps : int
+        Budget of step attempts for the whole grid.
+    reads_time : bool
+        Whether ``func`` depends on ``t`` (its time derivative enters the stages).
+    stops : bool
+        Land a step on every output time (the field has kinks there).
+    method : str
+        The solver's name, for error messages.
+
+    Returns
+    -------
+    Outcome
+    """
+    times = [float(value) for value in grid.detach().cpu()]
+    span = times[-1] - times[0]
+    direction = 1.0 if span >= 0 else -1.0
+    time, states = times[0], initial_states
+    outputs = [initial_states]
+    next_output = 1
+    while next_output < len(times) and times[next_output] == time:
+        outputs.append(states)
+        next_output += 1
+    rates, jacobian, states = value_and_jacobian(
+        func, torch.as_tensor(time, dtype=states.dtype), states, method=method
+    )
+    step = direction * _first_step(states, rates, span, rtol, atol)
+    n_steps = 0
+    rejected = False
+    while next_output < len(times):
+        n_steps += 1
+        if n_steps > max_num_steps:
+            return Outcome(None, "budget", n_steps)
+        target = times[next_output] if stops else times[-1]
+        landing = direction * (time + step - target) >= 0 or abs(target - time - step) < 1e-3 * abs(
+            step
+        )
+        if landing:
+            step = target - time
+        time_derivative = _time_derivative(func, time, step, states, rates) if reads_time else None
+        taken: Step = rodas4_step(func, time, step, states, rates, jacobian, time_derivative)
+        with torch.no_grad():
+            scale = atol + rtol * torch.maximum(states.abs(), taken.states.abs())
+            error = _norm(taken.error, scale)
+        if not math.isfinite(error):
+            error = math.inf
+        factor = SAFETY * error ** (-1.0 / (tableau.ERROR_ORDER + 1)) if error > 0 else MAX_FACTOR
+        factor = min(MAX_FACTOR, max(MIN_FACTOR, factor))
+        if error <= 1.0:
+            end = target if landing else time + step
+            while next_output < len(times) and direction * (times[next_output] - end) <= 0:
+                fraction = (times[next_output] - time) / step
+                outputs.append(dense_output(states, taken, min(max(fraction, 0.0), 1.0)))
+                next_output += 1
+            time, states = end, taken.states
+            if next_output >= len(times):
+                break
+            rates, jacobian, states = value_and_jacobian(
+                func, torch.as_tensor(time, dtype=states.dtype), states, method=method
+            )
+            step = step * (min(factor, 1.0) if rejected else factor)
+            rejected = False
+        else:
+            step = step * min(factor, 1.0)
+            rejected = True
+        if abs(step) <= 10 * torch.finfo(initial_states.dtype).eps * max(abs(time), abs(span)):
+            return Outcome(None, "underflow", n_steps)
+    return Outcome(torch.stack(outputs, dim=1), None, n_steps)

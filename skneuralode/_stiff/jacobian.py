@@ -1,0 +1,81 @@
+"""The field's value and its Jacobian in the state, by reverse-mode autograd, batched.
+
+The members of a batch are independent, so ``f(t, z)[b]`` depends on ``z[b]`` only and
+the Jacobian is block diagonal: ``n_states`` backward passes of ``f[:, i].sum()`` give
+every member's row ``i`` at once, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+NOT_DIFFERENTIABLE = (
+    "solver={method!r} differentiates the vector field in the state by autograd, but the "
+    "field's output does not depend on the state through torch operations with gradients "
+    "(known physics computed with numpy, float(), .item(), .detach() or torch.no_grad()?). "
+    "Write the field with differentiable torch operations, or choose an explicit solver "
+    "such as 'dopri5'."
+)
+
+
+def value_and_jacobian(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    time: torch.Tensor,
+    states: torch.Tensor,
+    *,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``f(t, y)``, its Jacobian ``df/dy`` and the state they were taken at.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(t, z) -> dz/dt`` with ``z`` of shape (n_batch, n_states).
+    time : Tensor
+        Scalar time.
+    states : Tensor of shape (n_batch, n_states)
+    method : str
+        The solver's name, for the error message.
+
+    Returns
+    -------
+    rates : Tensor of shape (n_batch, n_states)
+    jacobian : Tensor of shape (n_batch, n_states, n_states)
+        ``jacobian[b, i, j] = d rates[b, i] / d states[b, j]``. Inside a computation that
+        records gradients it is differentiable itself (``create_graph``), so that the
+        gradient of the discrete solution is exact; otherwise it is detached.
+    states : Tensor of shape (n_batch, n_states)
+        ``states``, or a leaf copy that requires a gradient where ``states`` did not:
+        the stages must be built from it for the Jacobian's graph to hold.
+
+    Raises
+    ------
+    ValueError
+        If the field's output has no autograd path to the state.
+    """
+    record = torch.is_grad_enabled()
+    with torch.enable_grad():
+        point = states if states.requires_grad else states.detach().requires_grad_(True)
+        rates = func(time, point)
+        if not rates.requires_grad:
+            raise ValueError(NOT_DIFFERENTIABLE.format(method=method))
+        rows = []
+        any_path = False
+        for output in range(rates.shape[1]):
+            (row,) = torch.autograd.grad(
+                rates[:, output].sum(),
+                point,
+                retain_graph=True,
+                create_graph=record,
+                allow_unused=True,
+            )
+            any_path = any_path or row is not None
+            rows.append(torch.zeros_like(point) if row is None else row)
+        if not any_path:
+            raise ValueError(NOT_DIFFERENTIABLE.format(method=method))
+        jacobian = torch.stack(rows, dim=1)
+    if not record:
+        return rates.detach(), jacobian.detach(), states
+    return rates, jacobian, point
