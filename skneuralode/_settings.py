@@ -82,7 +82,10 @@ class Solver(TrainingSettings):
     method : str, default="dopri5"
         A torchdiffeq method name: "dopri5", "dopri8", "bosh3", "fehlberg2",
         "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4",
-        "explicit_adams", "implicit_adams".
+        "explicit_adams", "implicit_adams"; or "rodas4", an L-stable Rosenbrock method
+        for stiff fields (one Jacobian by autograd and one LU per step, gradients through
+        its steps; ``adjoint`` and ``step_size`` do not apply to it, and the field must be
+        differentiable in the state).
     rtol, atol : float, default=1e-6, 1e-8
         Tolerances of adaptive methods, in the internal scaled units. Multiple shooting
         and the checks of the full-trajectory fit during training may loosen them to
