@@ -16,7 +16,8 @@ Four cases, each with the route a practitioner takes today beside ours:
    (``observe = central amount / V``, issue 11 item 4): ka, ke and V from 3x off.
 4. Lotka-Volterra observing only the prey: ``NeuralODERegressor`` with the predator
    as a hidden state fits the prey on [0, 10] and forecasts to t = 15 (50 % past), with
-   the settings the README gives for hidden states (:data:`HIDDEN_STATE_SETTINGS`).
+   the settings the user guide gives for hidden states (``docs/user_guide/real_data.md``,
+   :data:`HIDDEN_STATE_SETTINGS`).
 
 Run ``python benchmarks/real_data.py`` (``--seeds 0 1 2`` for several noise draws,
 ``--quick`` for smaller budgets). Times are CPU seconds of this process (one torch
@@ -186,7 +187,7 @@ def pharmacokinetics_case(seed: int) -> dict[str, Any]:
     }
 
 
-#: A neural ODE with a hidden state, as the README advises: a short multiple-shooting
+#: A neural ODE with a hidden state, as the user guide advises: a short multiple-shooting
 #: stage at a larger step finds the dynamics, the full-trajectory polish makes the hidden
 #: coordinate consistent over the whole series (short segments alone can leave it
 #: drifting: noise seed 4 fits with R^2 0.39 without it), and tolerances that match

@@ -170,8 +170,9 @@ def test_a_hidden_state_is_first_guessed_as_the_velocity_of_an_observed_one() ->
 
 
 def test_lotka_volterra_observing_only_the_prey_forecasts_past_the_data() -> None:
-    """The README's recipe for a neural ODE with a hidden state (issue 11's fourth case,
-    small): fit on [0, 10] from the prey alone, forecast to t = 15."""
+    """The user guide's recipe for a neural ODE with a hidden state
+    (``docs/user_guide/real_data.md``; issue 11's fourth case, small): fit on
+    [0, 10] from the prey alone, forecast to t = 15."""
     t = np.linspace(0.0, 15.0, 61)
     _, truth = make_lotka_volterra(times=t)
     n_fit = 41
