@@ -91,6 +91,35 @@ class ForecastingMixin:
         layout = replace(grids.layout, squeeze_states=spec.squeeze_states)
         return scaled, starts, replace(grids, layout=layout)
 
+    def _check_known_initial_states_given(self, first: np.ndarray) -> None:
+        """Refuse to forecast new trajectories from a mean of known initial states.
+
+        A state whose initial value was given to ``fit`` (``y0``) with values that
+        differ between trajectories (doses, inocula) says nothing about a new
+        trajectory's value, and the mean fitted one would be a silent guess: the caller
+        must give it. Where ``fit`` had one value for all trajectories (``X(0) = 0``),
+        that value is used.
+        """
+        known = self.module_.spec.known_initial_states
+        if known is None:
+            return
+        unseen = np.isnan(first).any(axis=0)
+        given = [column[np.isfinite(column)] for column in known.T]
+        varied = [values.size > 1 and values.max() > values.min() for values in given]
+        missing = np.flatnonzero(unseen & np.array(varied))
+        if missing.size:
+            raise ValueError(
+                f"y0: this model was fitted with known initial values of state(s) "
+                f"{missing.tolist()} that differ between trajectories (fit's y0), which y "
+                "does not show; forecasting from y alone would guess them: pass the "
+                "trajectories' y0 (NaN where unknown). In model selection, route it with "
+                "scikit-learn's metadata routing: "
+                "sklearn.set_config(enable_metadata_routing=True), "
+                "est.set_fit_request(y0=True).set_score_request(y0=True) (and "
+                "scorer.set_score_request(y0=True) for make_forecast_scorer), then "
+                "cross_validate(est, t, y, params={'y0': y0}, ...)."
+            )
+
     def _scaled_initial_states(self, states: np.ndarray) -> np.ndarray:
         """Physical initial states (n, n_states) as scaled states, augmented dims at zero.
 
@@ -192,6 +221,7 @@ class ForecastingMixin:
                 first = np.full((batch.n_traj, model.n_states), np.nan)
             if known is not None:
                 first = np.where(np.isnan(known), first, known)
+            self._check_known_initial_states_given(first)
             scaled = self._scaled_initial_states(first)
             starts = batch.times[:, 0]
         signal = self._input_signal(u, batch.grids)

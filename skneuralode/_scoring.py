@@ -22,6 +22,7 @@ from sklearn.metrics import (
     r2_score,
     root_mean_squared_error,
 )
+from sklearn.utils.metadata_routing import MetadataRequest, _MetadataRequester, _routing_enabled
 
 from ._data import validate_trajectories
 
@@ -37,7 +38,7 @@ _METRICS: dict[str, tuple[Metric, float]] = {
 }
 
 
-class ForecastScorer:
+class ForecastScorer(_MetadataRequester):
     """Scorer ``scorer(estimator, t, y)`` of forecasts from each trajectory's start.
 
     Made by :func:`make_forecast_scorer`; see there.
@@ -47,6 +48,38 @@ class ForecastScorer:
         self.metric = metric
         self.sign = sign
         self.name = name
+        self._metadata_request = MetadataRequest(owner=self)
+
+    def set_score_request(self, *, y0: Any = None, u: Any = None) -> ForecastScorer:
+        """Ask scikit-learn's metadata routing for the held-out trajectories' ``y0``/``u``.
+
+        With ``sklearn.set_config(enable_metadata_routing=True)``,
+        ``scorer.set_score_request(y0=True)`` makes ``cross_validate``,
+        ``GridSearchCV`` and friends pass the ``y0`` given in ``params=`` to this scorer,
+        sliced to the held-out trajectories like ``t`` and ``y`` (ask the estimator for
+        it too: ``est.set_fit_request(y0=True)``).
+
+        Parameters
+        ----------
+        y0, u : bool, str or None, default=None
+            True to receive the metadata of that name, False not to, a string to receive
+            it under another name (an alias), None to raise if it is passed.
+
+        Returns
+        -------
+        self : ForecastScorer
+        """
+        if not _routing_enabled():
+            raise RuntimeError(
+                "set_score_request needs scikit-learn's metadata routing: call "
+                "sklearn.set_config(enable_metadata_routing=True) first."
+            )
+        for param, alias in (("y0", y0), ("u", u)):
+            self._metadata_request.score.add_request(param=param, alias=alias)
+        return self
+
+    def _get_metadata_request(self) -> MetadataRequest:
+        return self._metadata_request
 
     def __repr__(self) -> str:
         return f"make_forecast_scorer({self.name!r})"
@@ -77,9 +110,10 @@ class ForecastScorer:
         values = []
         for state in range(stacked_observed.shape[1]):
             seen = ~np.isnan(stacked_observed[:, state])
-            values.append(
-                self.metric(stacked_observed[seen, state], stacked_predicted[seen, state])
-            )
+            if seen.any():  # a hidden state has nothing to score
+                values.append(
+                    self.metric(stacked_observed[seen, state], stacked_predicted[seen, state])
+                )
         return self.sign * float(np.mean(values))
 
 
