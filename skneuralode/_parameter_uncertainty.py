@@ -11,6 +11,8 @@ bounded one stays inside its bounds. Standard deviations are the delta method,
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,7 @@ from ._physical_parameters import PhysicalParameters
 from ._uncertainty import inverse_information, student_quantile
 
 _POSITIVE_KIND = 1  # PhysicalParameters' code of a log-parametrised parameter
+_INTERVAL_KIND = 2  # ... and of a logit-parametrised (bounded) one
 
 
 class _LearnedValues(nn.Module):
@@ -72,10 +75,15 @@ def wald_intervals(
     with np.errstate(over="ignore"):
         low = physical_values(parameters, raw - half_width)
         high = physical_values(parameters, raw + half_width)
-    return {
+    intervals = {
         name: (float(lower), float(upper))
         for name, lower, upper in zip(parameters.names, low, high, strict=True)
     }
+    at_bounds = parameters_at_bounds(parameters)
+    for name, bound in at_bounds.items():
+        intervals[name] = (bound, math.nan) if bound <= intervals[name][0] else (math.nan, bound)
+    warn_parameters_at_bounds(at_bounds, "wald")
+    return intervals
 
 
 def parameter_identifiability(
@@ -89,4 +97,51 @@ def parameter_identifiability(
         physical_values(parameters, raw),
         transform_derivatives(parameters),
         parameters.kind.cpu().numpy() == _POSITIVE_KIND,
+    )
+
+
+#: A constrained parameter whose raw value lies beyond this many units (log or logit)
+#: sits at its boundary: a positive one below a millionth of its start value, a bounded
+#: one within a millionth of its range from a bound.
+BOUNDARY_RAW = math.log(1e6)
+
+
+def parameters_at_bounds(parameters: PhysicalParameters) -> dict[str, float]:
+    """The learned parameters that sit at a boundary of their constraint, with that bound.
+
+    A fit pushed them there: a positive rate collapsing toward 0 (``exp(raw)`` with raw
+    at -200 gives 1e-90) is the boundary 0, not an estimate of 1e-90, and a quadratic
+    (Wald) interval around it means nothing.
+    """
+    raw = parameters.raw.detach().cpu().numpy().astype(np.float64)
+    kinds = parameters.kind.cpu().numpy()
+    low = parameters.low.cpu().numpy()
+    width = parameters.width.cpu().numpy()
+    at_bounds = {}
+    for index, name in enumerate(parameters.names):
+        if kinds[index] == _POSITIVE_KIND and raw[index] < -BOUNDARY_RAW:
+            at_bounds[name] = 0.0
+        elif kinds[index] == _INTERVAL_KIND and abs(raw[index]) > BOUNDARY_RAW:
+            at_bounds[name] = float(low[index] + (width[index] if raw[index] > 0 else 0.0))
+    return at_bounds
+
+
+def warn_parameters_at_bounds(at_bounds: dict[str, float], method: str) -> None:
+    """One UserWarning naming the parameters at a boundary and what their interval means."""
+    if not at_bounds:
+        return
+    listed = ", ".join(f"{name} at {bound:g}" for name, bound in at_bounds.items())
+    remedy = (
+        "its other end is not available from the quadratic approximation (NaN): use "
+        "method='profile'"
+        if method == "wald"
+        else "its other end is where the profile crosses the threshold"
+    )
+    warnings.warn(
+        f"Parameters at the boundary of their constraint: {listed}. The fit pushed them "
+        "there (the data favour a value at or beyond the bound, or a term the model does "
+        f"not need); each interval starts at its bound and {remedy}. Refit from another "
+        "start, free the constraint, or drop the term if the boundary is not physical.",
+        UserWarning,
+        stacklevel=3,
     )

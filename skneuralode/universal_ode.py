@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from . import _defaults as defaults
 from ._base import BaseODERegressor
 from ._data import TrajectoryBatch, validate_state_times, validate_states
+from ._derived import check_functions, delta_interval
 from ._hybrid_field import (
     HybridField,
     check_known_output,
@@ -30,7 +31,12 @@ from ._training.gauss_newton import GaussNewtonStage
 from ._training.physics_first import PhysicsFirstStage
 from ._training.rescue import RescuedPolishStage
 from ._training.shooting import ShootingStage
-from ._uncertainty import check_confidence, complete_deferred_uncertainty
+from ._uncertainty import (
+    check_confidence,
+    complete_deferred_uncertainty,
+    inverse_information,
+    student_quantile,
+)
 from ._vector_fields import ODEModel, feature_statistics
 from .neural_ode import observed_reference_states
 
@@ -641,8 +647,10 @@ class UniversalODERegressor(BaseODERegressor):
         t: Any = None,
         y: Any = None,
         u: Any = None,
+        functions: Mapping[str, Callable[[dict[str, torch.Tensor]], Any]] | None = None,
+        max_seconds: float | None = None,
     ) -> dict[str, tuple[float, float]]:
-        """Confidence intervals of the fitted physical parameters.
+        """Confidence intervals of the fitted physical parameters and functions of them.
 
         Both methods hold the network (if any) at its fitted weights and re-fit the
         initial states: the intervals say how well the data determine the physics
@@ -667,7 +675,25 @@ class UniversalODERegressor(BaseODERegressor):
         away from its optimum, the other parameters and the initial states re-fitted at
         each value, until the weighted misfit has grown by the F(1, dof) quantile.
         It needs the training data again (``t``, ``y``: a fitted model does not keep
-        them) and costs a few dozen ODE solves per parameter.
+        them) and costs a few dozen ODE solves per parameter. Each value's re-fit starts
+        from its neighbour's solution, and again from the linear prediction where its
+        misfit jumps above the quadratic expectation (a re-fit caught in a worse local
+        minimum). Warnings say where the profile and Wald intervals disagree by more
+        than half a Wald half-width (trust the profile there), which sides the data do
+        not bound (12 Wald half-widths without crossing: ``-inf``/``inf``, or 0 for a
+        positive parameter) and when the profile has run ten times as long as the fit;
+        ``max_seconds`` caps it (ends not reached take their Wald value, with a
+        warning) and ``verbose=1`` on the estimator shows its progress.
+
+        A parameter the fit pushed to the boundary of its constraint (a positive one
+        below a millionth of its start, a bounded one within a millionth of its range
+        from a bound) is flagged with a warning in both methods: its interval starts at
+        the bound, and its other end is the profile's crossing (NaN by Wald, whose
+        quadratic approximation means nothing there).
+
+        ``functions`` adds derived quantities (a reproduction number ``beta / gamma``,
+        a clearance): by the delta method for ``"wald"``, and for ``"profile"`` by
+        re-fitting every parameter at each value of the quantity (held by a penalty).
 
         Parameters
         ----------
@@ -681,12 +707,20 @@ class UniversalODERegressor(BaseODERegressor):
             The training inputs of a model fitted with external inputs (unless they
             were a callable), for ``method="profile"``. Initial states given to ``fit``
             (``y0``) stay fixed in both methods.
+        functions : dict of str to callable, optional
+            Derived quantities ``name -> f(p)``, with ``p`` every parameter (learned and
+            fixed) as a 0-d tensor, as ``known`` receives them; ``f`` returns a 0-d
+            tensor, e.g. ``{"R0": lambda p: p["beta"] / p["gamma"]}``.
+        max_seconds : float, optional
+            For ``method="profile"``: wall-clock seconds after which the ends not yet
+            profiled take their Wald value (with a warning). No cap by default.
 
         Returns
         -------
         intervals : dict of str to (float, float)
-            ``(low, high)`` of each learned parameter; a side the data do not bound is
-            infinite (or the parameter's bound, or zero for a positive one).
+            ``(low, high)`` of each learned parameter, then of each function; a side
+            the data do not bound is infinite (or the parameter's bound, or zero for a
+            positive one).
 
         Raises
         ------
@@ -730,19 +764,30 @@ class UniversalODERegressor(BaseODERegressor):
                 + (f" ({note})" if note else "")
                 + ", so parameter intervals are not available."
             )
+        quantities = check_functions(functions, parameters)
         if method == "wald":
-            if t is not None or y is not None or u is not None:
-                raise ValueError("t, y and u are only used by method='profile'.")
+            if t is not None or y is not None or u is not None or max_seconds is not None:
+                raise ValueError("t, y, u and max_seconds are only used by method='profile'.")
             dof = float(self._residual_dof_[0])
-            return wald_intervals(parameters, self._physical_information_, confidence, dof)
+            intervals = wald_intervals(parameters, self._physical_information_, confidence, dof)
+            raw = parameters.raw.detach().cpu().numpy().astype(np.float64)
+            covariance = inverse_information(self._physical_information_)
+            quantile = student_quantile(confidence, dof)
+            for name, quantity in quantities.items():
+                intervals[name] = delta_interval(quantity, raw, covariance, quantile)
+            return intervals
         if t is None or y is None:
             raise ValueError(
                 "method='profile' re-fits the model along each parameter and needs the "
                 "training data: pass t=... and y=... as given to fit."
             )
+        if max_seconds is not None and not (
+            isinstance(max_seconds, Real) and float(max_seconds) > 0
+        ):
+            raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}.")
         from ._profile import profile_intervals
 
-        return profile_intervals(self, t, y, confidence, u)
+        return profile_intervals(self, t, y, confidence, u, max_seconds, quantities)
 
     def discover_equations(
         self,
