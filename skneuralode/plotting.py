@@ -74,12 +74,15 @@ def _forecasts(
     n_points: int,
     return_std: bool = False,
     y0: Any = None,
+    u: Any = None,
 ) -> tuple[list[np.ndarray], ...]:
     """Observed times and states per trajectory, and the model's forecast of each on a
     fine grid over its span: from the fitted initial state when one trajectory is shown
     for a one-trajectory model (like ``score``), else from each one's first observed state
     (with ``return_std``, also the forecasts' standard deviations); finite entries of
-    ``y0`` (known initial states) take precedence, as in ``score``.
+    ``y0`` (known initial states) take precedence, as in ``score``; ``u`` are the
+    trajectories' inputs, as in ``score`` (sampled inputs are read between samples as
+    the fit read them).
     """
     check_is_fitted(estimator, "module_")
     batch = validate_trajectories(t, y)
@@ -87,8 +90,8 @@ def _forecasts(
     states = [batch.states[row, :length] for row, length in enumerate(batch.lengths)]
     grids = [np.linspace(row[0], row[-1], n_points) for row in times]
     if return_std:
-        return times, states, grids, *estimator._forecast(batch, grids, y0, return_std=True)
-    return times, states, grids, estimator._forecast(batch, grids, y0)
+        return times, states, grids, *estimator._forecast(batch, grids, y0, u, return_std=True)
+    return times, states, grids, estimator._forecast(batch, grids, y0, u)
 
 
 def _has_band(estimator: BaseODERegressor) -> bool:
@@ -107,6 +110,7 @@ def plot_fit(
     band: bool | None = None,
     confidence: float = 0.95,
     y0: Any = None,
+    u: Any = None,
 ) -> np.ndarray:
     """Data (markers) and the fitted model (lines), one panel per state.
 
@@ -133,6 +137,10 @@ def plot_fit(
         Coverage of the band (normal quantile of ``return_std``'s standard deviation).
     y0 : array-like of shape (n_states,) or (n_traj, n_states), optional
         Known initial states to forecast from (``NaN`` where unknown), as in ``score``.
+    u : array-like, list of arrays, ConstantInputs or callable, optional
+        External inputs of the trajectories shown, as in ``fit``: required for a model
+        fitted with sampled inputs (a model fitted with a callable ``u(t)`` uses it when
+        none is given).
 
     Returns
     -------
@@ -142,10 +150,10 @@ def plot_fit(
     plt = _pyplot()
     draw_band = _has_band(estimator) if band is None else bool(band)
     if draw_band:
-        times, states, grids, fitted, spreads = _forecasts(estimator, t, y, n_points, True, y0)
+        times, states, grids, fitted, spreads = _forecasts(estimator, t, y, n_points, True, y0, u)
         quantile = _normal_quantile(confidence)
     else:
-        times, states, grids, fitted = _forecasts(estimator, t, y, n_points, y0=y0)
+        times, states, grids, fitted = _forecasts(estimator, t, y, n_points, y0=y0, u=u)
         spreads = [None] * len(fitted)
     n_states = estimator.module_.spec.n_observed  # what y holds
     labels = _state_labels(n_states, state_names)

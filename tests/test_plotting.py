@@ -23,7 +23,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from skneuralode import plotting  # noqa: E402
+from skneuralode import UniversalODERegressor, plotting  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -177,3 +177,27 @@ def test_module_docstring_example_runs() -> None:
     import doctest
 
     assert doctest.testmod(plotting, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def forced_decay(t: Any, y: Any, p: dict[str, Any], u: Any) -> Any:
+    return -p["k"] * y + p["gain"] * u
+
+
+def test_plot_fit_of_a_model_with_inputs_follows_the_inputs(tmp_path: Path) -> None:
+    t = np.linspace(0.0, 4.0, 30)
+    force = np.sin(2.0 * t)[:, None]
+    # y' = -y + 2 sin(2t), y(0) = 0, solved exactly.
+    y = (2.0 * (np.sin(2 * t) - 2 * np.cos(2 * t)) / 5 + 0.8 * np.exp(-t))[:, None]
+    est = UniversalODERegressor(
+        known=forced_decay, params={"k": 0.5, "gain": 1.0}, hidden_layer_sizes=(),
+        random_state=0, device="cpu",
+    ).fit(t, y, u=force)  # fmt: skip
+    with pytest.raises(ValueError, match="pass the inputs"):
+        plotting.plot_fit(est, t, y)
+    axes = plotting.plot_fit(est, t, y, u=force, n_points=50)
+    grid, curve = axes[0].lines[1].get_data()
+    exact = 2.0 * (np.sin(2 * grid) - 2 * np.cos(2 * grid)) / 5 + 0.8 * np.exp(-grid)
+    np.testing.assert_allclose(curve, exact, atol=0.05)  # between the samples, too
+    zero = plotting.plot_fit(est, t, y, u=np.zeros_like(force), n_points=50)
+    assert not np.allclose(zero[0].lines[1].get_data()[1], curve, atol=0.05)
+    _render(axes[0].figure, tmp_path / "forced.png")
