@@ -35,6 +35,7 @@ from ._device import resolve_device, resolve_dtype
 from ._fit_warnings import warn_about_fit
 from ._forcing import training_input_statistics
 from ._forecasting import ForecastingMixin
+from ._initial_time import prepend_initial_time
 from ._inputs import ValidatedInputs, validate_inputs
 from ._monitor import TrainingMonitor
 from ._observation import (
@@ -212,7 +213,9 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
         return callbacks
 
     # --------------------------------------------------------------------------- fit
-    def fit(self, t: Any, y: Any, y0: Any = None, u: Any = None) -> BaseODERegressor:
+    def fit(
+        self, t: Any, y: Any, y0: Any = None, u: Any = None, t0: Any = None
+    ) -> BaseODERegressor:
         """Fit the dynamics to observed trajectories.
 
         Parameters
@@ -236,6 +239,14 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
             ``u(t)`` on torch tensors (module level, so the model saves). The network
             sees ``[y, u(t)]``; ``known(t, y, p, u)`` gets them. A model fitted with
             inputs needs them to predict.
+        t0 : float or array-like of shape (n_traj,), optional
+            The time of the initial state when it is before the first observation (a
+            dose given before the first sample): one for all trajectories or one each,
+            at or before each trajectory's first time. ``y0`` and ``y0_`` are then the
+            states at ``t0`` (``t0_``). Equivalent to an all-``NaN`` row of ``y`` at
+            ``t0``; sampled inputs take their first sample there. Several trajectories
+            are then handled as ragged lists (their predictions keep the caller's
+            layout). Sliced by trajectory in model selection, like ``y``.
 
         Returns
         -------
@@ -246,6 +257,7 @@ class BaseODERegressor(ForecastingMixin, RegressorMixin, BaseEstimator):
         stages = self._stages()
         device = resolve_device(self.device)
         dtype = resolve_dtype(self.dtype, device)
+        t, y, u = prepend_initial_time(t, y, u, t0)
         batch = validate_trajectories(t, y)
         observe = self._observation()
         n_states = batch.n_states if observe is None else n_model_states(y0, batch.n_states)

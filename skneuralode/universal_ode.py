@@ -28,6 +28,7 @@ from ._settings import Collocation, MultipleShooting, Polish, Solver, as_setting
 from ._spec import ModelSpec
 from ._training import TrainingStage
 from ._training.gauss_newton import GaussNewtonStage
+from ._training.physics_check import PhysicsAloneCheck
 from ._training.physics_first import PhysicsFirstStage
 from ._training.rescue import RescuedPolishStage
 from ._training.shooting import ShootingStage
@@ -115,7 +116,12 @@ class UniversalODERegressor(BaseODERegressor):
     physics_first : bool, default=True
         Start with a collocation fit of the known part alone (network switched off), so
         that the physics explains all it can before the network sees the residual (only
-        with ``collocation=True``, learned ``params`` and a network).
+        with ``collocation=True``, learned ``params`` and a network). With a polish, the
+        fit then ends with a check of whether the network pays for itself: where the
+        fitted model stays above the misfit the noise allows, the physics alone is
+        polished from that first fit and kept (with a ``ConvergenceWarning``, the
+        network's term zero) unless the network's misfit is lower by more than the
+        noise's two-standard-deviation band (``stage_results_[-1]``, "physics check").
     hidden_layer_sizes : tuple of int, default=(64, 64)
         Widths of the network's hidden layers; ``()`` means no network (only ``known``).
     activation : str, default="tanh"
@@ -371,8 +377,11 @@ class UniversalODERegressor(BaseODERegressor):
         collocation = as_settings("collocation", self.collocation)
         has_network = bool(self.hidden_layer_sizes)
         if self.physics_first and collocation is not None and self.params and has_network:
-            physics = collocation._stage(self.max_iter, name="physics")
-            stages.insert(0, PhysicsFirstStage(physics))
+            physics = PhysicsFirstStage(collocation._stage(self.max_iter, name="physics"))
+            stages.insert(0, physics)
+            polish = as_settings("polish", self.polish)
+            if polish is not None:
+                stages.append(PhysicsAloneCheck(physics, self._polish_stage(polish)))
         return stages
 
     def _polish_stage(self, polish: Polish) -> TrainingStage:

@@ -512,21 +512,31 @@ def test_inspection_methods_need_a_fit() -> None:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ({}, ["PhysicsFirstStage", "CollocationStage", "RescuedPolishStage"]),
+        ({}, ["PhysicsFirstStage", "CollocationStage", "RescuedPolishStage", "PhysicsAloneCheck"]),
         (
             {"shooting": True},
-            ["PhysicsFirstStage", "CollocationStage", "ShootingStage", "GaussNewtonStage"],
+            [
+                "PhysicsFirstStage",
+                "CollocationStage",
+                "ShootingStage",
+                "GaussNewtonStage",
+                "PhysicsAloneCheck",
+            ],
         ),
         (
             {"shooting": "auto", "polish": False},
             ["PhysicsFirstStage", "CollocationStage", "ShootingStage"],
         ),
-        ({"shooting": False}, ["PhysicsFirstStage", "CollocationStage", "GaussNewtonStage"]),
+        (
+            {"shooting": False},
+            ["PhysicsFirstStage", "CollocationStage", "GaussNewtonStage", "PhysicsAloneCheck"],
+        ),
     ],
 )
 def test_auto_shooting_is_a_rescue_of_the_polish(setting: dict, expected: list[str]) -> None:
     """By default shooting runs only where the polished fit is still far off; asked for
-    (True), it runs between collocation and the polish; without a polish it stays."""
+    (True), it runs between collocation and the polish; without a polish it stays. With a
+    polish, the physics alone is checked against the network's fit at the end."""
     estimator = UniversalODERegressor(known=decay, params={"k": 1.0}, **setting)
     assert [type(stage).__name__ for stage in estimator._stages()] == expected
 
@@ -535,7 +545,8 @@ def test_ude_shooting_checks_decide_only_near_the_data() -> None:
     """A UDE's shooting is not ended by idle full-trajectory checks while the whole
     trajectory is far off (its parameters bring it into phase only at the end); a neural
     ODE's is (its checks stop it fitting the noise of a few points)."""
-    rescue = UniversalODERegressor(known=decay, params={"k": 1.0})._stages()[-1]
+    stages = UniversalODERegressor(known=decay, params={"k": 1.0})._stages()
+    rescue = next(stage for stage in stages if type(stage).__name__ == "RescuedPolishStage")
     forced = UniversalODERegressor(known=decay, params={"k": 1.0}, shooting=True)._stages()
     neural = NeuralODERegressor()._stages()
     assert rescue.shooting.checks_decide_below == pytest.approx(0.5)

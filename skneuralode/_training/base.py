@@ -56,6 +56,11 @@ class TrainingStage(ABC):
         model: below the noise level, a lower misfit only fits the noise."""
         return False
 
+    def decides_the_kept_model(self) -> bool:
+        """Whether this stage compares models itself: the runner then starts it from the
+        best model so far and keeps what it returns, even at a higher misfit."""
+        return False
+
     @abstractmethod
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         """Improve ``model`` on ``problem``."""

@@ -304,7 +304,10 @@ class GaussNewtonStage(TrainingStage):
                 target.decay = target.decay_mask * decay
                 linear = replace(linear, decay=target.decay)
             loss = linear.objective(parameters)
-            monitor.record(self.name, iteration, [loss])
+            if monitor.record(self.name, iteration, [loss]):
+                status, message = "stopped", f"a callback stopped the {self.name} stage"
+                iteration += 1
+                break
             iteration += 1
             accepted, rejections = False, 0
             while not accepted and rejections < self.max_rejections:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from .._problem import TrainingProblem
 from .._vector_fields import ODEModel
@@ -31,6 +32,9 @@ class PhysicsFirstStage(TrainingStage):
 
     collocation: CollocationStage
     name: str = "physics"
+    #: The model's state when the stage ended (the physics alone), for
+    #: :class:`~.physics_check.PhysicsAloneCheck`; None until it ran.
+    fitted_state: dict[str, Any] | None = field(default=None, init=False, repr=False)
     divergence_remedy: ClassVar[str] = (
         "a smaller Collocation(learning_rate=...) or physics_first=False"
     )
@@ -39,11 +43,12 @@ class PhysicsFirstStage(TrainingStage):
         return self.collocation.skip_reason(problem, trajectory_loss)
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
-        field = model.field
-        field.network_enabled = False
+        hybrid = model.field
+        hybrid.network_enabled = False
         try:
             result = self.collocation.run(problem, model, context)
         finally:
-            field.network_enabled = True
-        field.silence_network()
+            hybrid.network_enabled = True
+        hybrid.silence_network()
+        self.fitted_state = copy.deepcopy(model.state_dict())
         return result

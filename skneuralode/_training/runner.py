@@ -90,6 +90,8 @@ def train(
         if reason is not None:
             results.append(StageResult(stage.name, 0, current_loss, "skipped", reason))
             continue
+        if stage.decides_the_kept_model():
+            model.load_state_dict(best_state)
         try:
             result = stage.run(problem, model, context)
             if result.status == "diverged":
@@ -109,7 +111,7 @@ def train(
             continue
         current_loss = loss
         within_noise = stage.keeps_fits_within_noise(model) and loss <= noise_allows
-        if loss <= best_loss or within_noise:
+        if loss <= best_loss or within_noise or stage.decides_the_kept_model():
             best_loss, failure, kept_after = loss, stage_failure, stage.name
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
