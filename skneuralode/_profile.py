@@ -17,9 +17,13 @@ The profile walks away from the optimum in steps of the Wald half-width on the
 parameter's raw scale (log for positive ones), re-fitting the rest by Gauss-Newton
 (``scipy.optimize.least_squares``, Levenberg-Marquardt, with the Jacobian from the
 sensitivities of ``_sensitivity``) from the previous step's solution, until the
-threshold is crossed; the bound is then found on the signed root of the increase,
-which is nearly linear in the parameter, and refined once. A profile that stays below
-the threshold for ``MAX_PROFILE_STEPS`` steps leaves that side unbounded.
+threshold is crossed (a re-fit whose increase jumps above the quadratic expectation is
+tried again from the linear prediction of the others); the bound is then found on the
+signed root of the increase, which is nearly linear in the parameter, by regula falsi.
+A profile that stays below the threshold for ``MAX_PROFILE_STEPS`` steps leaves that
+side unbounded. A parameter at the boundary of its constraint has its interval start at
+the bound, and its other end searched in decades from the boundary's edge. Functions of
+the parameters (``_derived``) are profiled alike, their value held by a penalty.
 
 The profile needs the data, which a fitted model does not keep: pass the training data
 again.
@@ -36,11 +40,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.optimize import least_squares
 from tqdm.auto import tqdm
 
-from ._data import TrajectoryBatch, validate_trajectories
+from ._data import validate_trajectories
 from ._derived import DerivedQuantity
 from ._parameter_uncertainty import (
     BOUNDARY_RAW,
@@ -48,184 +50,16 @@ from ._parameter_uncertainty import (
     physical_values,
     warn_parameters_at_bounds,
 )
-from ._prediction import integrate
-from ._sensitivity import parameter_layout, trajectory_sensitivities
+from ._profile_problem import Constraint, ProfileProblem, refit
 from ._uncertainty import inverse_information, student_quantile
-from ._vector_fields import ODEModel
 
 MAX_PROFILE_STEPS = 12
-_STEP_FRACTION = 1.0  # of the Wald half-width, per profile step
-_FAILED_RESIDUAL = 1e6  # weighted residual shown to the optimiser where a solve failed
 _RETRY_ABOVE = 2.0  # a re-fit whose increase exceeds this times the quadratic one is retried
 _ROOT_TOLERANCE = 0.01  # of sqrt(threshold), where the crossing is accepted
 _MAX_ROOT_ITERATIONS = 4  # re-fits spent on locating one crossing, at most
 _SLOW_FACTOR = 10.0  # the profile warns once it has run this many times the fit
 _WALD_TOLERANCE = 0.5  # relative difference of half-widths above which they disagree
 _CONSTRAINT_TOLERANCE = 1e-4  # of a derived quantity's std, how closely it is held
-
-
-@dataclass
-class _ProfileProblem:
-    """Weighted residuals of the data as a function of (physical, initial states)."""
-
-    model: ODEModel
-    batch: TrajectoryBatch
-    noise_std: np.ndarray  # (n_observed,) scaled
-    signal: torch.nn.Module | None = None  # the training inputs of a forced model
-
-    def __post_init__(self) -> None:
-        self.layout = parameter_layout(self.model, include_output_layer=False)
-        self.sorted_times = [
-            self.batch.times[row, :length] for row, length in enumerate(self.batch.lengths)
-        ]
-        self.starts = self.batch.times[:, 0]
-        self.observed = [
-            self.batch.observed[row, :length] for row, length in enumerate(self.batch.lengths)
-        ]
-        scaling = self.model.spec.observed_scaling  # what y holds
-        self.targets = [
-            scaling.scale_states(self.batch.states[row, :length])[mask]
-            for row, (length, mask) in enumerate(
-                zip(self.batch.lengths, self.observed, strict=True)
-            )
-        ]
-        self.weights = [1.0 / self.noise_std[np.nonzero(mask)[1]] for mask in self.observed]
-        fitted = self.model.initial_values().detach().cpu().numpy().astype(np.float64)
-        self.fitted_initial = fitted
-        known = self.model.known_initial_mask.cpu().numpy()[:, : self.n_states]
-        #: Entries of the vector that are fitted (initial states given in fit are not).
-        self.free = np.concatenate([np.ones(self.n_physical, dtype=bool), ~known.ravel()])
-
-    @property
-    def n_physical(self) -> int:
-        return self.layout.n_physical
-
-    @property
-    def n_states(self) -> int:
-        return self.model.n_states
-
-    def start(self) -> np.ndarray:
-        """The fitted (raw physical, observed initial states) as one vector."""
-        raw = self.model.field.physical_parameters.raw.detach().cpu().numpy()
-        return np.concatenate([raw, self.fitted_initial[:, : self.n_states].ravel()])
-
-    def _initial_states(self, vector: np.ndarray) -> np.ndarray:
-        initial = self.fitted_initial.copy()
-        initial[:, : self.n_states] = vector[self.n_physical :].reshape(-1, self.n_states)
-        return initial
-
-    def _set_physical(self, vector: np.ndarray) -> None:
-        raw = self.model.field.physical_parameters.raw
-        with torch.no_grad():
-            raw.copy_(torch.as_tensor(vector[: self.n_physical], dtype=raw.dtype))
-
-    def residuals(self, vector: np.ndarray) -> np.ndarray:
-        self._set_physical(vector)
-        with torch.no_grad():
-            states = integrate(
-                self.model,
-                self._initial_states(vector),
-                self.starts,
-                self.sorted_times,
-                self.model.spec.solver,
-                self.signal,
-                observed=True,
-            )
-        parts = []
-        for fitted, mask, target, weight in zip(
-            states, self.observed, self.targets, self.weights, strict=True
-        ):
-            scaled = self.model.spec.observed_scaling.scale_states(fitted)[mask]
-            parts.append((scaled - target) * weight)
-        residual = np.concatenate(parts)
-        return np.where(np.isfinite(residual), residual, _FAILED_RESIDUAL)
-
-    def jacobian(self, vector: np.ndarray) -> np.ndarray:
-        self._set_physical(vector)
-        sensitivities = trajectory_sensitivities(
-            self.model,
-            self.layout,
-            self._initial_states(vector),
-            self.starts,
-            self.sorted_times,
-            local=True,
-            signal=self.signal,
-        )
-        n_traj = len(self.sorted_times)
-        width = self.n_physical + n_traj * self.n_states
-        rows = []
-        for row, (mask, weight) in enumerate(zip(self.observed, self.weights, strict=True)):
-            block = np.zeros((int(mask.sum()), width))
-            if sensitivities is not None:
-                local = sensitivities.jacobians[row][mask] * weight[:, None]
-                block[:, : self.n_physical] = local[:, : self.n_physical]
-                columns = slice(
-                    self.n_physical + row * self.n_states,
-                    self.n_physical + (row + 1) * self.n_states,
-                )
-                block[:, columns] = local[:, self.n_physical :]
-            rows.append(block)
-        return np.concatenate(rows)
-
-
-@dataclass
-class _Constraint:
-    """``g(parameters) = target``, held by a stiff penalty residual
-    ``(g - target) / tolerance`` (``tolerance`` a small fraction of g's standard
-    deviation, so the data's misfit is that of ``g`` at its target to ~1e-6)."""
-
-    quantity: DerivedQuantity
-    target: float
-    tolerance: float
-
-    def residual(self, vector: np.ndarray, n_physical: int) -> float:
-        value, _ = self.quantity.value_and_gradient(vector[:n_physical])
-        return (value - self.target) / self.tolerance
-
-    def row(self, vector: np.ndarray, n_physical: int) -> np.ndarray:
-        _, gradient = self.quantity.value_and_gradient(vector[:n_physical])
-        row = np.zeros(vector.size)
-        row[:n_physical] = gradient / self.tolerance
-        return row
-
-
-def _refit(
-    problem: _ProfileProblem,
-    vector: np.ndarray,
-    fixed: int | None,
-    constraint: _Constraint | None = None,
-) -> tuple[float, np.ndarray]:
-    """Minimum of chi2 over the fitted entries of ``vector`` (entry ``fixed`` held, or a
-    function of the parameters held at a value by ``constraint``)."""
-    free = problem.free.copy()
-    if fixed is not None:
-        free[fixed] = False
-    n_physical = problem.n_physical
-
-    def full(free_values: np.ndarray) -> np.ndarray:
-        candidate = vector.copy()
-        candidate[free] = free_values
-        return candidate
-
-    def residuals(free_values: np.ndarray) -> np.ndarray:
-        data = problem.residuals(full(free_values))
-        if constraint is None:
-            return data
-        return np.append(data, constraint.residual(full(free_values), n_physical))
-
-    def jacobian(free_values: np.ndarray) -> np.ndarray:
-        data = problem.jacobian(full(free_values))
-        if constraint is not None:
-            data = np.vstack([data, constraint.row(full(free_values), n_physical)])
-        return data[:, free]
-
-    n_residuals = residuals(vector[free]).size
-    method = "lm" if n_residuals >= int(free.sum()) else "trf"
-    solution = least_squares(
-        residuals, vector[free], jac=jacobian, method=method, x_scale="jac", ftol=1e-6, xtol=1e-6
-    )
-    data_residuals = solution.fun[: n_residuals - (constraint is not None)]
-    return float(np.sum(data_residuals**2)), full(solution.x)
 
 
 class _Profile:
@@ -241,7 +75,7 @@ class _Profile:
 
     def __init__(
         self,
-        problem: _ProfileProblem,
+        problem: ProfileProblem,
         optimum: np.ndarray,
         minimum: float,
         covariance: np.ndarray,
@@ -278,11 +112,11 @@ class _Profile:
 
     def _refit_from(self, start: np.ndarray, value: float) -> tuple[float, np.ndarray]:
         if self.quantity is not None:
-            constraint = _Constraint(self.quantity, value, _CONSTRAINT_TOLERANCE * self.std)
-            return _refit(self.problem, start, None, constraint)
+            constraint = Constraint(self.quantity, value, _CONSTRAINT_TOLERANCE * self.std)
+            return refit(self.problem, start, None, constraint)
         vector = start.copy()
         vector[self.index] = value
-        return _refit(self.problem, vector, self.index)
+        return refit(self.problem, vector, self.index)
 
 
 @dataclass
@@ -426,13 +260,13 @@ def profile_intervals(
         )
     noise = estimator.noise_std_ / model.spec.observed_scaling.state_scale
     signal = estimator._input_signal(u, batch.grids)
-    problem = _ProfileProblem(model, batch, np.where(noise > 0, noise, 1.0), signal)
+    problem = ProfileProblem(model, batch, np.where(noise > 0, noise, 1.0), signal)
     parameters = model.field.physical_parameters
     at_bounds = parameters_at_bounds(parameters)
     names = (*parameters.names, *quantities)
     fit_seconds = float(estimator.history_[-1]["seconds"]) if estimator.history_ else 0.0
     clock = _Clock(2 * len(names), fit_seconds, max_seconds, estimator.verbose)
-    minimum, optimum = _refit(problem, problem.start(), None)
+    minimum, optimum = refit(problem, problem.start(), None)
     quantile = student_quantile(confidence, float(estimator._residual_dof_[0]))
     threshold = quantile**2
     covariance = inverse_information(estimator._physical_information_)
