@@ -59,10 +59,10 @@ def rodas4_step(
     n_states = states.shape[1]
     eye = torch.eye(n_states, dtype=states.dtype, device=states.device)
     matrix = eye / (step * tableau.GAMMA) - jacobian  # (n_batch, n_states, n_states)
-    factors, pivots = torch.linalg.lu_factor(matrix)
+    inverse = torch.linalg.inv(matrix)
 
     def solve(right_hand_side: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.lu_solve(factors, pivots, right_hand_side[..., None])[..., 0]
+        return (inverse @ right_hand_side[..., None])[..., 0]
 
     def at(stage: int) -> torch.Tensor:
         return torch.as_tensor(time + tableau.NODES[stage] * step, dtype=states.dtype)
