@@ -112,7 +112,7 @@ def integrate(
         outputs.append(states)
         next_output += 1
     rates, jacobian, states = value_and_jacobian(
-        func, torch.as_tensor(time, dtype=states.dtype), states, method=method
+        func, torch.as_tensor(time, dtype=states.dtype), states, method=method, check=True
     )
     step = direction * _first_step(states, rates, span, rtol, atol)
     n_steps = 0
