@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from . import tableau
+from .jacobian import reads_time as field_reads_time
 from .jacobian import value_and_jacobian
 from .rodas4 import Step, dense_output, rodas4_step
 
@@ -92,7 +93,9 @@ def integrate(
     max_num_steps : int
         Budget of step attempts for the whole grid.
     reads_time : bool
-        Whether ``func`` depends on ``t`` (its time derivative enters the stages).
+        Whether ``func`` may depend on ``t`` (its time derivative, by a forward
+        difference, enters the stages); a field whose output has no autograd path to
+        ``t`` is taken not to.
     stops : bool
         Land a step on every output time (the field has kinks there).
     method : str
@@ -114,6 +117,7 @@ def integrate(
     rates, jacobian, states = value_and_jacobian(
         func, torch.as_tensor(time, dtype=states.dtype), states, method=method, check=True
     )
+    reads_time = reads_time and field_reads_time(func, time, states)
     step = direction * _first_step(states, rates, span, rtol, atol)
     n_steps = 0
     rejected = False

@@ -31,6 +31,26 @@ def _reaches(rates: torch.Tensor, point: torch.Tensor) -> bool:
     return gradient is not None
 
 
+def reads_time(
+    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    time: float,
+    states: torch.Tensor,
+) -> bool:
+    """Whether ``func(t, z)`` depends on ``t`` through the autograd graph at one point.
+
+    A field that reads the time only through operations without a gradient (a
+    comparison, ``floor``) has a time derivative of zero almost everywhere, which is
+    what the method's time term then uses.
+    """
+    with torch.enable_grad():
+        probe = torch.tensor(time, dtype=states.dtype, device=states.device, requires_grad=True)
+        rates = func(probe, states.detach())
+        if not rates.requires_grad:
+            return False
+        (gradient,) = torch.autograd.grad(rates.sum(), probe, allow_unused=True)
+    return gradient is not None
+
+
 def value_and_jacobian(
     func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     time: torch.Tensor,
