@@ -433,7 +433,6 @@ def _integrate(
         atol=settings.atol,
         max_num_steps=settings.max_num_steps,
         reads_time=depends_on_time(field),
-        stops=kinks is not None,
         method=settings.method,
     )
     if outcome.failure == "budget":
