@@ -385,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append((case, figures))
             for message in figures.get("warnings", []):
                 print(f"[{case}] warning: {message}")
+            print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     print(format_table(rows))
     return 0
 
