@@ -25,7 +25,12 @@ Four cases, each fitted by skneuralode and, where a peer exists, by scipy's
     Verwer's POLLU air-pollution model (20 species, 25 reactions, rates 1e-3 to 4e11)
     on 30 log-spaced times in ``[1e-3, 60]``; six rates learned from 2x or 0.5x their
     values, the other 19 fixed. Ours: classical ``UniversalODERegressor``; scipy as for
-    Robertson.
+    Robertson. Not in the default run: our fit does not work yet. Each Gauss-Newton
+    iteration differentiates 600 residuals (20 species x 30 times) through the solver's
+    steps, 25-30 CPU s, and the polish stalls at its first point (loss 0.11; with 15 times
+    and no collocation 6.0), the shooting stage's solves fail (loss inf); species that
+    stay near 1e-17 and 1e-9 beside others near 0.3 are a likely part of it (the scaling
+    of issue 26's last bullet).
 
 Figures: CPU seconds of the fit (``time.process_time``, one torch thread; the one-time
 ~3 s import of ``torch._dynamo`` that ``torch.optim`` triggers is done before and not
@@ -34,7 +39,7 @@ fit, rejected steps included; scipy: accepted Radau steps per residual evaluatio
 largest relative parameter error, and R^2 on the training data. Run from the repository
 root::
 
-    PYTHONPATH=. python benchmarks/stiff.py                      # all cases, ~3 CPU-minutes
+    PYTHONPATH=. python benchmarks/stiff.py                      # three cases, minutes
     PYTHONPATH=. python benchmarks/stiff.py --cases robertson
 """
 
@@ -48,7 +53,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch._dynamo  # noqa: F401  (one-time import, not charged to the first fit)
+import torch._dynamo  # one-time import, not charged to the first fit
 from scipy.integrate import solve_ivp
 from scipy.optimize import least_squares
 from sklearn.exceptions import ConvergenceWarning
@@ -99,7 +104,7 @@ def fit_ours(estimator: Any, t: np.ndarray, y: np.ndarray) -> tuple[float, float
 
 def fit_scipy(
     rhs: Callable[[float, np.ndarray, np.ndarray], np.ndarray],
-    jacobian: Callable[[float, np.ndarray, np.ndarray], np.ndarray],
+    jacobian: Callable[[float, np.ndarray, np.ndarray], np.ndarray] | None,
     t: np.ndarray,
     y: np.ndarray,
     y0: np.ndarray,
@@ -154,7 +159,7 @@ def robertson_rhs(t: float, y: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 def robertson_jacobian(t: float, y: np.ndarray, k: np.ndarray) -> np.ndarray:
-    a, b, c = y
+    _, b, c = y
     return np.array(
         [
             [-k[0], k[2] * c, k[2] * b],
@@ -193,8 +198,12 @@ def robertson_scipy(t: np.ndarray, y: np.ndarray) -> Figures:
     solution = solve_ivp(
         robertson_rhs, (0.0, t[-1]), y0, "Radau", t, rtol=1e-8, atol=1e-12, args=(rates,)
     )
-    return {"cpu_s": cpu, "steps": steps, "error": worst(rates, ROBERTSON),
-            "r2": r2(y, solution.y.T)}  # fmt: skip
+    return {
+        "cpu_s": cpu,
+        "steps": steps,
+        "error": worst(rates, ROBERTSON),
+        "r2": r2(y, solution.y.T),
+    }
 
 
 def case_robertson() -> list[Figures]:
@@ -209,8 +218,14 @@ def case_robertson() -> list[Figures]:
     )
     cpu, steps, messages = fit_ours(estimator, t, y)
     found = [estimator.params_[name] for name in ("k1", "k2", "k3")]
-    ours = {"method": "skneuralode", "cpu_s": cpu, "steps": steps,
-            "error": worst(found, ROBERTSON), "r2": estimator.score(t, y), "warnings": messages}  # fmt: skip
+    ours = {
+        "method": "skneuralode",
+        "cpu_s": cpu,
+        "steps": steps,
+        "error": worst(found, ROBERTSON),
+        "r2": estimator.score(t, y),
+        "warnings": messages,
+    }
     return [ours, {"method": "scipy Radau", **robertson_scipy(t, y)}]
 
 
@@ -227,9 +242,14 @@ def case_robertson_ude() -> list[Figures]:
     )
     cpu, steps, messages = fit_ours(estimator, t, y)
     found = [estimator.params_["k1"], estimator.params_["k3"]]
-    ours = {"method": "skneuralode UDE", "cpu_s": cpu, "steps": steps,
-            "error": worst(found, ROBERTSON[[0, 2]]), "r2": estimator.score(t, y),
-            "warnings": messages}  # fmt: skip
+    ours = {
+        "method": "skneuralode UDE",
+        "cpu_s": cpu,
+        "steps": steps,
+        "error": worst(found, ROBERTSON[[0, 2]]),
+        "r2": estimator.score(t, y),
+        "warnings": messages,
+    }
     peer = robertson_scipy(t, y)
     return [ours, {"method": "scipy Radau (form of k2 known)", **peer}]
 
@@ -252,8 +272,14 @@ def case_van_der_pol() -> list[Figures]:
     t, y = van_der_pol_data()
     estimator = NeuralODERegressor(solver="auto", random_state=0)
     cpu, steps, messages = fit_ours(estimator, t, y)
-    ours = {"method": "skneuralode neural ODE", "cpu_s": cpu, "steps": steps,
-            "error": float("nan"), "r2": estimator.score(t, y), "warnings": messages}  # fmt: skip
+    ours = {
+        "method": "skneuralode neural ODE",
+        "cpu_s": cpu,
+        "steps": steps,
+        "error": float("nan"),
+        "r2": estimator.score(t, y),
+        "warnings": messages,
+    }
     return [ours]
 
 
@@ -340,15 +366,26 @@ def case_pollu() -> list[Figures]:
     )
     cpu, steps, messages = fit_ours(estimator, t, y)
     found = [estimator.params_[name] for name in names]
-    ours = {"method": "skneuralode", "cpu_s": cpu, "steps": steps,
-            "error": worst(found, truth), "r2": estimator.score(t, y), "warnings": messages}  # fmt: skip
+    ours = {
+        "method": "skneuralode",
+        "cpu_s": cpu,
+        "steps": steps,
+        "error": worst(found, truth),
+        "r2": estimator.score(t, y),
+        "warnings": messages,
+    }
 
-    rates, peer_cpu, peer_steps = fit_scipy(pollu_numpy, None, t, y, POLLU_Y0, start)  # type: ignore[arg-type]
+    rates, peer_cpu, peer_steps = fit_scipy(pollu_numpy, None, t, y, POLLU_Y0, start)
     refit = solve_ivp(
         pollu_numpy, (0.0, t[-1]), POLLU_Y0, "Radau", t, rtol=1e-8, atol=1e-12, args=(rates,)
     )
-    peer = {"method": "scipy Radau", "cpu_s": peer_cpu, "steps": peer_steps,
-            "error": worst(rates, truth), "r2": r2(y, refit.y.T)}  # fmt: skip
+    peer = {
+        "method": "scipy Radau",
+        "cpu_s": peer_cpu,
+        "steps": peer_steps,
+        "error": worst(rates, truth),
+        "r2": r2(y, refit.y.T),
+    }
     return [ours, peer]
 
 
@@ -358,6 +395,8 @@ CASES: dict[str, Callable[[], list[Figures]]] = {
     "van-der-pol": case_van_der_pol,
     "pollu": case_pollu,
 }
+#: Run without ``--cases``; POLLU is left out (see the module docstring).
+DEFAULT_CASES = ("robertson", "robertson-ude", "van-der-pol")
 
 
 def format_table(rows: Sequence[tuple[str, Figures]]) -> str:
@@ -376,7 +415,7 @@ def format_table(rows: Sequence[tuple[str, Figures]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=DEFAULT_CASES)
     arguments = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows: list[tuple[str, Figures]] = []
