@@ -21,7 +21,7 @@ exception: the caller decides whether to retry, restore or warn.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from torchdiffeq._impl.odeint import SOLVERS
 
 from ._stiff import STIFF_SOLVER_NAMES
 from ._stiff import integrate as integrate_stiff
+from ._stiff.detection import AUTO_EXPLICIT_METHOD, AUTO_STIFF_METHOD, StiffnessProbe
 
 FIXED_STEP_SOLVERS = frozenset(
     {
@@ -45,7 +46,10 @@ FIXED_STEP_SOLVERS = frozenset(
         "fixed_adams",
     }
 )
-SOLVER_NAMES = frozenset(name for name in SOLVERS if name != "scipy_solver") | STIFF_SOLVER_NAMES
+AUTO = "auto"
+SOLVER_NAMES = (
+    frozenset(name for name in SOLVERS if name != "scipy_solver") | STIFF_SOLVER_NAMES | {AUTO}
+)
 STIFF_FALLBACK_METHOD = "LSODA"
 _STIFF_EVALUATIONS_PER_STEP = 4  # LSODA's budget in field evaluations, per allowed step
 
@@ -59,7 +63,9 @@ class SolverSettings:
     method : str
         A torchdiffeq method name, or ``"rodas4"``: the L-stable Rosenbrock method of
         :mod:`skneuralode._stiff` for stiff fields (``adjoint`` and ``step_size`` do not
-        apply to it; its gradients flow through its steps).
+        apply to it; its gradients flow through its steps), or ``"auto"``: ``"dopri5"``
+        until a solve's steps are held back by stability rather than accuracy
+        (:mod:`skneuralode._stiff.detection`), ``"rodas4"`` for that field from then on.
     rtol, atol : float
         Tolerances of adaptive methods (scaled units).
     adjoint : bool
@@ -89,6 +95,11 @@ class SolverSettings:
     def is_stiff(self) -> bool:
         """Whether the method is one of the stiff (linearly implicit) solvers."""
         return self.method in STIFF_SOLVER_NAMES
+
+    @property
+    def is_auto(self) -> bool:
+        """Whether the method is chosen per field by stiffness detection."""
+        return self.method == AUTO
 
 
 @dataclass(frozen=True)
@@ -170,14 +181,23 @@ class _StepBudgetExhausted(Exception):
     """Raised from inside a solve when it has used up its step budget."""
 
 
-class _BudgetedField(nn.Module):
-    """Counts solver steps (torchdiffeq calls ``callback_step`` before each attempt)."""
+class _StiffnessDetected(Exception):
+    """Raised from inside an explicit solve of ``solver="auto"`` that turned out stiff."""
 
-    def __init__(self, func: nn.Module, max_steps: float) -> None:
+
+class _BudgetedField(nn.Module):
+    """Counts solver steps (torchdiffeq calls ``callback_step`` before each attempt) and,
+    for ``solver="auto"``, asks its stiffness probe whether the steps are held back by
+    stability."""
+
+    def __init__(
+        self, func: nn.Module, max_steps: float, probe: StiffnessProbe | None = None
+    ) -> None:
         super().__init__()
         self.func = func
         self.max_steps = max_steps
         self.steps = 0
+        self.probe = probe
 
     def forward(self, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.func(s, z)
@@ -186,6 +206,8 @@ class _BudgetedField(nn.Module):
         self.steps += 1
         if self.steps > self.max_steps:
             raise _StepBudgetExhausted
+        if self.probe is not None and self.probe.is_stiff(self.steps, t0, y0, dt):
+            raise _StiffnessDetected
 
 
 def _budget_message(settings: SolverSettings) -> str:
@@ -397,7 +419,10 @@ def _integrate(
     settings: SolverSettings,
     kinks: torch.Tensor | None,
 ) -> SolveResult:
-    """One solve with the settings' method, explicit (torchdiffeq) or stiff."""
+    """One solve with the settings' method, explicit (torchdiffeq) or stiff, or for
+    ``"auto"`` the explicit method until the field shows itself stiff."""
+    if settings.is_auto:
+        return _integrate_auto(func, field, initial_states, grid, settings, kinks)
     if not settings.is_stiff:
         return _solve_explicit(func, field, initial_states, grid, settings, kinks)
     outcome = integrate_stiff(
@@ -408,7 +433,6 @@ def _integrate(
         atol=settings.atol,
         max_num_steps=settings.max_num_steps,
         reads_time=depends_on_time(field),
-        stops=kinks is not None,
         method=settings.method,
     )
     if outcome.failure == "budget":
@@ -422,7 +446,7 @@ def _integrate(
     return SolveResult(outcome.states, n_steps=outcome.n_steps)
 
 
-def _solve_explicit(
+def _integrate_auto(
     func: nn.Module,
     field: nn.Module,
     initial_states: torch.Tensor,
@@ -430,8 +454,36 @@ def _solve_explicit(
     settings: SolverSettings,
     kinks: torch.Tensor | None,
 ) -> SolveResult:
+    """``solver="auto"``: the explicit method, switching to the stiff one for good (the
+    field remembers it) when a solve's steps are limited by stability.
+
+    A field that is not stiff is integrated exactly as by the explicit method alone:
+    the probe only reads the solver's state, under ``no_grad``, every so many steps.
+    """
+    explicit = replace(settings, method=AUTO_EXPLICIT_METHOD)
+    stiff = replace(settings, method=AUTO_STIFF_METHOD)
+    if StiffnessProbe.remembers(field):
+        return _integrate(func, field, initial_states, grid, stiff, kinks)
+    probe = StiffnessProbe(func)
+    result = _solve_explicit(func, field, initial_states, grid, explicit, kinks, probe)
+    if not probe.detected:
+        return result
+    StiffnessProbe.remember(field)
+    switched = _integrate(func, field, initial_states, grid, stiff, kinks)
+    return replace(switched, n_steps=switched.n_steps + result.n_steps)
+
+
+def _solve_explicit(
+    func: nn.Module,
+    field: nn.Module,
+    initial_states: torch.Tensor,
+    grid: torch.Tensor,
+    settings: SolverSettings,
+    kinks: torch.Tensor | None,
+    probe: StiffnessProbe | None = None,
+) -> SolveResult:
     """One torchdiffeq solve under the step budget; failures become outcomes."""
-    budgeted = _BudgetedField(func, settings.max_num_steps)
+    budgeted = _BudgetedField(func, settings.max_num_steps, probe)
     integrate = odeint_adjoint if settings.adjoint else odeint
     options = _options(settings, kinks)
     extra = _adjoint_arguments(field, settings, options) if settings.adjoint else {}
@@ -448,6 +500,8 @@ def _solve_explicit(
         )
     except _StepBudgetExhausted:
         return SolveResult(None, _budget_message(settings), budgeted.steps)
+    except _StiffnessDetected:
+        return SolveResult(None, "the field is stiff", budgeted.steps)
     except AssertionError as error:  # torchdiffeq reports underflow and blow-up this way
         return SolveResult(None, f"the ODE solver stopped: {error}", budgeted.steps)
     finally:

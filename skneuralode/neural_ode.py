@@ -48,7 +48,8 @@ class NeuralODERegressor(BaseODERegressor):
     solver : str or Solver, default="dopri5"
         How the ODE is integrated: a torchdiffeq method name ("dopri5", "dopri8",
         "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3",
-        "rk4", "explicit_adams", "implicit_adams"; "rodas4" for stiff fields), or a
+        "rk4", "explicit_adams", "implicit_adams"; "rodas4" for stiff fields; "auto"
+        for "dopri5" that switches to "rodas4" when the field turns out stiff), or a
         :class:`~skneuralode.Solver`
         with the method, tolerances (``rtol=1e-6``, ``atol=1e-8``, in internal scaled
         units), ``adjoint``, ``step_size`` of fixed-step methods, the step budget

@@ -11,6 +11,7 @@ from torch import nn
 
 from skneuralode import Solver, UniversalODERegressor
 from skneuralode._solve import SolverSettings, solve
+from skneuralode._stiff.detection import StiffnessProbe
 
 RATES = (0.04, 3e7, 1e4)  # Robertson's chemical kinetics
 
@@ -144,3 +145,98 @@ def test_a_classical_fit_with_the_stiff_solver_recovers_its_rate() -> None:
     ).fit(t, y)
     assert_allclose(estimator.params_["k"], 1.5, rtol=0.03)
     assert estimator.score(t, y) > 0.99
+
+
+class StiffForcedField(nn.Module):
+    """dz/dt = -k (z - sin t) + cos t, k = 1e4: z = sin t + (z0 - 0) exp(-k t)."""
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return -1e4 * (z - torch.sin(t)[..., None]) + torch.cos(t)[..., None]
+
+
+def test_backward_integration_matches_the_exact_solution() -> None:
+    times = torch.tensor([[2.0, 1.5, 0.5, 0.0]], dtype=torch.float64)
+    start = torch.tensor([[3.0]], dtype=torch.float64)
+    with torch.no_grad():
+        result = solve(DecayField(1.5), start, times, SolverSettings("rodas4", 1e-8, 1e-10),
+                       shared_grid=True)  # fmt: skip
+    assert result.ok, result.failure
+    exact = 3.0 * np.exp(1.5 * (2.0 - times[0].numpy()))
+    assert_allclose(result.states[0, :, 0].numpy(), exact, rtol=1e-6)
+
+
+def test_a_stiff_time_dependent_field_follows_its_slow_manifold_in_few_steps() -> None:
+    times = torch.linspace(0.0, 6.0, 13, dtype=torch.float64)[None]
+    with torch.no_grad():
+        result = solve(
+            StiffForcedField(),
+            torch.tensor([[0.0]], dtype=torch.float64),
+            times,
+            SolverSettings("rodas4", 1e-6, 1e-9),
+            shared_grid=True,
+        )
+    assert result.ok, result.failure
+    # z = sin t exactly (the forcing keeps it on the manifold it starts on)
+    assert_allclose(result.states[0, :, 0].numpy(), np.sin(times[0].numpy()), atol=1e-6)
+    assert result.n_steps < 200  # an explicit method needs k * span / 3.3 ~ 2e4
+
+
+def test_members_on_their_own_irregular_grids_match_the_exact_solution() -> None:
+    times = torch.tensor(
+        [[0.0, 0.1, 0.7, 2.0], [1.0, 1.05, 3.0, 3.5]], dtype=torch.float64
+    )  # different grids: the warped solve
+    start = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    with torch.no_grad():
+        result = solve(StiffForcedField(), start, times, SolverSettings("rodas4", 1e-7, 1e-10),
+                       shared_grid=False)  # fmt: skip
+    assert result.ok, result.failure
+    t = times.numpy()
+    offset = start.numpy() - np.sin(t[:, :1])
+    exact = np.sin(t) + offset * np.exp(-1e4 * (t - t[:, :1]))
+    assert_allclose(result.states[..., 0].numpy(), exact, atol=1e-6)
+
+
+def test_auto_switches_to_the_stiff_method_on_a_stiff_field_and_remembers() -> None:
+    field = RobertsonField()
+    times = torch.as_tensor(np.concatenate([[0.0], np.logspace(-5, 2, 21)]))[None]
+    start = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    settings = SolverSettings("auto", 1e-6, 1e-12)
+    with torch.no_grad():
+        first = solve(field, start, times, settings, shared_grid=True)
+        second = solve(field, start, times, settings, shared_grid=True)
+    assert first.ok and second.ok, (first.failure, second.failure)
+    assert first.n_steps < 1000  # the explicit attempt is cut short, then Rodas4
+    assert second.n_steps < first.n_steps  # no explicit attempt the second time
+    reference = _robertson_reference(times[0].numpy())
+    assert_allclose(second.states[0].numpy(), reference, rtol=1e-3, atol=1e-9)
+
+
+class RotationField(nn.Module):
+    """dz/dt = w (z2, -z1) with a learnable frequency w: not stiff, many steps."""
+
+    def __init__(self, frequency: float) -> None:
+        super().__init__()
+        self.frequency = nn.Parameter(torch.tensor(frequency, dtype=torch.float64))
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.frequency * torch.stack([z[:, 1], -z[:, 0]], dim=-1)
+
+
+def test_auto_integrates_a_field_that_is_not_stiff_exactly_as_dopri5() -> None:
+    times = torch.linspace(0.0, 60.0, 40, dtype=torch.float64)[None]
+    start = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    field = RotationField(1.3)
+    results = {}
+    for method in ("dopri5", "auto"):
+        result = solve(field, start, times, SolverSettings(method, 1e-9, 1e-12), shared_grid=True)
+        result.states[0, -1, 0].backward()
+        results[method] = (
+            result.states.detach().numpy(),
+            field.frequency.grad.item(),
+            result.n_steps,
+        )
+        field.frequency.grad = None
+    assert results["auto"][2] > 2 * 64  # long enough to be probed twice
+    assert np.array_equal(results["auto"][0], results["dopri5"][0])
+    assert results["auto"][1] == results["dopri5"][1]
+    assert not StiffnessProbe.remembers(field)

@@ -20,13 +20,10 @@ class Step:
         The fourth-order solution at ``t + h``.
     error : Tensor of shape (n_batch, n_states)
         Its difference to the embedded third-order solution.
-    dense : tuple of two Tensors of shape (n_batch, n_states)
-        ``q_1, q_2`` of the dense output (see :mod:`.tableau`).
     """
 
     states: torch.Tensor
     error: torch.Tensor
-    dense: tuple[torch.Tensor, torch.Tensor]
 
 
 def rodas4_step(
@@ -59,10 +56,10 @@ def rodas4_step(
     n_states = states.shape[1]
     eye = torch.eye(n_states, dtype=states.dtype, device=states.device)
     matrix = eye / (step * tableau.GAMMA) - jacobian  # (n_batch, n_states, n_states)
-    factors, pivots = torch.linalg.lu_factor(matrix)
+    inverse = torch.linalg.inv(matrix)
 
     def solve(right_hand_side: torch.Tensor) -> torch.Tensor:
-        return torch.linalg.lu_solve(factors, pivots, right_hand_side[..., None])[..., 0]
+        return (inverse @ right_hand_side[..., None])[..., 0]
 
     def at(stage: int) -> torch.Tensor:
         return torch.as_tensor(time + tableau.NODES[stage] * step, dtype=states.dtype)
@@ -85,14 +82,4 @@ def rodas4_step(
         right = right + sum((c / step) * k for c, k in zip(coupling, stages, strict=True))
         stages.append(solve(right))
     new_states = stage_states + stages[5]
-    dense = tuple(sum(w * k for w, k in zip(row, stages[:5], strict=True)) for row in tableau.DENSE)
-    return Step(new_states, stages[5], dense)  # type: ignore[arg-type]
-
-
-def dense_output(states: torch.Tensor, step: Step, fraction: float) -> torch.Tensor:
-    """The state at ``t + fraction h`` inside an accepted step (third order)."""
-    if fraction == 1.0:
-        return step.states
-    first, second = step.dense
-    rest = 1.0 - fraction
-    return rest * states + fraction * (step.states + rest * (first + fraction * second))
+    return Step(new_states, stages[5])

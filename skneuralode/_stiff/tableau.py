@@ -5,9 +5,10 @@ A step from ``(t, y)`` with size ``h`` solves, for ``i = 1..6``,
 ``(I / (h gamma) - J) k_i = f(t + c_i h, y + sum_j a_ij k_j) + sum_j (c_ij / h) k_j
 + h d_i df/dt``; the new state is ``y + a_51 k_1 + ... + a_54 k_4 + k_5 + k_6`` (stages 5
 and 6 sit at ``t + h``: the method is stiffly accurate, hence L-stable) and ``k_6`` is the
-difference to the embedded third-order solution, the error estimate. Dense output:
-``y(t + theta h) = (1 - theta) y + theta (y_new + (1 - theta) (q_1 + theta q_2))`` with
-``q_r = sum_i h_ri k_i``.
+difference to the embedded third-order solution, the error estimate. The method's dense
+output, ``y(t + theta h) = (1 - theta) y + theta (y_new + (1 - theta) (q_1 + theta q_2))``
+with ``q_r = sum_i h_ri k_i``, is kept here for reference but not used: it loses its
+accuracy on stiff problems (see :func:`.integrate._hermite`).
 """
 
 from __future__ import annotations
