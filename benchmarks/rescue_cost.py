@@ -11,7 +11,8 @@ Two cases, each fitted with the defaults (``shooting="auto"``) and with
 - *a rescue that helps*: the lynx-hare-like Lotka-Volterra fit of
   ``benchmarks/lynx_hare_like.py`` (21 noisy yearly points, four rates from 0.1).
 
-Prints per case and setting: the least CPU s of two fits (after a warm-up fit), R^2, the stage results (stage, steps, status).
+Prints per case and setting: the least CPU s of two fits (after a warm-up fit), R^2,
+the stage results (stage, steps, status).
 Run: ``PYTHONPATH=. python benchmarks/rescue_cost.py`` (about 2 CPU min).
 """
 

@@ -512,7 +512,7 @@ def test_inspection_methods_need_a_fit() -> None:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ({}, ["PhysicsFirstStage", "CollocationStage", "RescuedPolishStage"]),
+        ({}, ["PhysicsFirstStage", "CollocationStage", "GaussNewtonStage", "RescueStage"]),
         (
             {"shooting": True},
             ["PhysicsFirstStage", "CollocationStage", "ShootingStage", "GaussNewtonStage"],
