@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -19,7 +20,7 @@ from training_helpers import (
 )
 
 import skneuralode._training.shooting as shooting_module
-from skneuralode import UniversalODERegressor
+from skneuralode import Collocation, UniversalODERegressor
 from skneuralode._fit_warnings import poor_fit_remedies
 from skneuralode._problem import TrainingProblem
 from skneuralode._solve import SolverSettings
@@ -402,3 +403,63 @@ def test_an_interrupted_rescue_puts_the_polished_fit_back(problem: TrainingProbl
         train(problem, model, [polish, rescue], context())
     for name, value in parameters_of(expected).items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize(
+    ("stage_losses", "start_factor", "stops"),
+    [
+        ((1.0, 0.9, 0.7, 0.5), 0.5, False),  # worse than the mean, loss down 50 %: go on
+        ((1.0, 0.95, 0.9, 0.85), 0.5, True),  # worse than the mean, down 15 %: stop
+        ((1.0, 0.9, 0.7, 0.5), 2.0, True),  # better than the mean: the checks decide
+    ],
+)
+def test_idle_checks_wait_while_the_stage_loss_falls_far_from_the_data(
+    problem: TrainingProblem, stage_losses: tuple[float, ...], start_factor: float, stops: bool
+) -> None:
+    """Collocation from a far start: the whole trajectories stay worse than the data's
+    mean for a few checks while the regression's own loss is still falling fast; the
+    idle checks end the stage only once that loss has slowed down, or where the whole
+    trajectories already fit better than the mean."""
+    model = fresh_model(problem)
+    parameters = list(model.parameters())
+    mean_level = start_factor * trajectory_loss(problem, model)
+    check = TrajectoryCheck(
+        problem, model, SOLVER, patience=3, unless_falling=0.2, worse_than_the_mean=mean_level
+    )
+    decisions = [
+        check.should_stop(step, parameters, loss) for step, loss in enumerate(stage_losses)
+    ]
+    assert decisions == [False, False, False, stops]
+
+
+def _lotka_volterra(t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    x, z = y[..., 0], y[..., 1]
+    return torch.stack([p["a"] * x - p["b"] * x * z, -p["c"] * z + p["d"] * x * z], -1)
+
+
+def test_collocation_far_from_the_data_runs_on_while_its_loss_falls() -> None:
+    """Four Lotka-Volterra rates from 0.1 on 21 noisy yearly points: the derivative loss
+    is still falling fast when the whole-trajectory misfit has stayed above the data's
+    variance for three checks; collocation goes on (here to its max_iter)."""
+    from scipy.integrate import solve_ivp
+
+    def rhs(_: float, u: np.ndarray) -> list[float]:
+        return [0.5 * u[0] - 0.025 * u[0] * u[1], -0.9 * u[1] + 0.027 * u[0] * u[1]]
+
+    t = np.arange(21.0)
+    clean = solve_ivp(rhs, (0.0, 20.0), [30.0, 4.0], t_eval=t, rtol=1e-10).y.T
+    y = clean * (1.0 + 0.1 * np.random.default_rng(0).standard_normal(clean.shape))
+    estimator = UniversalODERegressor(
+        known=_lotka_volterra,
+        params={name: 0.1 for name in "abcd"},
+        hidden_layer_sizes=(),
+        collocation=Collocation(max_iter=1000),
+        shooting=False,
+        polish=False,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(t, y)
+    collocation = estimator.stage_results_[0]
+    assert (collocation.n_iter, collocation.status) == (1000, "max_iter")

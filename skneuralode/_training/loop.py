@@ -296,7 +296,7 @@ def optimise(
                 break
             if check is not None and check.due(step):
                 publish(objective)
-                if check.should_stop(step, parameters):
+                if check.should_stop(step, parameters, window_mean):
                     status, message = "converged", check.message
                     break
     except KeyboardInterrupt as interrupt:
