@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from . import _defaults as defaults
 from ._base import BaseODERegressor
 from ._data import TrajectoryBatch, validate_state_times, validate_states
+from ._fit_warnings import warn_about_parameter_drift
 from ._hybrid_field import (
     HybridField,
     check_known_output,
@@ -502,6 +503,10 @@ class UniversalODERegressor(BaseODERegressor):
     ) -> None:
         super()._after_training(problem, model, fit_seconds)
         parameters = model.field.physical_parameters
+        if parameters.names:
+            start = check_parameter_mapping(self.params, "params")
+            constraints = check_constraints(self.param_constraints, start)
+            warn_about_parameter_drift(start, parameters.as_floats(), constraints)
         if parameters.names and hasattr(self, "_physical_information_"):
             information = self._physical_information_
             warn_about_identifiability(parameter_identifiability(parameters, information))
