@@ -108,6 +108,10 @@ def glucose_rhs(t: float, y: Any, p: dict, u: Any = None) -> list:
 
 SYSTEMS = {
     "lv": System("lv", lv_rhs, {"a": 1.3, "b": 0.9, "c": 0.8, "d": 1.8}, (0.44, 4.63), 6.0),
+    # issue 25's Hudson's Bay pelts in spirit: 21 yearly points of a slow cycle
+    "lynx-hare": System(
+        "lynx-hare", lv_rhs, {"a": 0.5, "b": 0.025, "c": 0.027, "d": 0.9}, (30.0, 4.0), 20.0
+    ),
     "oscillator": System(
         "oscillator", oscillator_rhs, {"omega2": 4.0, "damping": 0.4}, (1.0, 0.0), 6.0
     ),
@@ -150,6 +154,7 @@ GRID = [
     Case("lv 10 points", "lv", n_points=10),
     Case("lv 50 points 10% noise", "lv", n_points=50, noise=0.1),
     Case("lv clean", "lv", noise=0.0),
+    Case("lynx-hare 21 rates from 0.1", "lynx-hare", dict.fromkeys("abcd", 0.1), 21, 0.1),
     Case("oscillator start 0.1x", "oscillator", start=0.1),
     Case("oscillator start 10x", "oscillator", start=10.0),
     Case("oscillator start -1x", "oscillator", start=-1.0),
