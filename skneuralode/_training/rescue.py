@@ -111,10 +111,8 @@ class RescueStage(TrainingStage):
         return self.polish.keeps_fits_within_noise(model)
 
     def within_noise(self, problem: TrainingProblem, polished_loss: float) -> str | None:
-        """Why the rescue need not run at all after a polish with misfit
-        ``polished_loss``, or None."""
-        if not math.isfinite(polished_loss):
-            return "the polish did not run or its fit could not be integrated"
+        """Why shooting is not needed after a polish with misfit ``polished_loss``: the
+        shooting stage's own test (within the noise), or None."""
         return self.shooting.skip_reason(problem, polished_loss)
 
     def cannot_help(self, polished_loss: float, polish: StageResult | None) -> str | None:
@@ -134,7 +132,9 @@ class RescueStage(TrainingStage):
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         record = context.record
-        polished_loss = record.losses.get(self.polish.name, math.inf)
+        if self.polish.name not in record.losses:
+            return StageResult(self.name, 0, math.nan, "skipped", "the polish did not run")
+        polished_loss = record.losses[self.polish.name]  # inf: its fit could not be integrated
         polished_state = copy.deepcopy(model.state_dict())
         restart, note = self._restart(problem, model, context, polished_loss)
         if restart is not None and restart.loss < polished_loss:
