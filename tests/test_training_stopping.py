@@ -463,3 +463,28 @@ def test_collocation_far_from_the_data_runs_on_while_its_loss_falls() -> None:
         estimator.fit(t, y)
     collocation = estimator.stage_results_[0]
     assert (collocation.n_iter, collocation.status) == (1000, "max_iter")
+
+
+@dataclass
+class _Poisoned(TrainingStage):
+    """A polish that leaves a model which cannot be integrated (NaN weights)."""
+
+    name: str = "polish"
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        with torch.no_grad():
+            for parameter in model.field.parameters():
+                parameter.fill_(math.nan)
+        return StageResult(self.name, 1, math.nan, "diverged")
+
+
+def test_a_polished_fit_that_cannot_be_integrated_is_rescued(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    polish = _Poisoned()
+    # the rescue polishes again with an idle stage of the same name
+    rescue = RescueStage(ShootingStage(max_iter=30, only_if_needed=True), Recorded())
+    monitor_context = context()
+    report = train(problem, model, [polish, rescue], monitor_context)
+    assert monitor_context.record.losses["polish"] == math.inf
+    assert report.kept_after == "rescue"
+    assert math.isfinite(report.trajectory_loss)
