@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -130,3 +131,72 @@ def warn_about_fit(
             ConvergenceWarning,
             stacklevel=3,
         )
+
+
+#: A fitted value below this fraction of its start's magnitude has collapsed toward 0:
+#: under ``param_constraints="positive"`` (``p = p0 exp(raw)``) a parameter that the
+#: misfit pushes to the boundary walks there without end (1e-90 seen on a glucose model);
+#: a real small value is rarely a millionth of a sensible start.
+COLLAPSE_FRACTION = 1e-6
+
+
+def drifted_parameters(
+    start: Mapping[str, float], fitted: Mapping[str, float], constraints: Mapping[str, object]
+) -> dict[str, str]:
+    """Physical parameters that crossed zero or collapsed toward it, with what happened.
+
+    Parameters
+    ----------
+    start, fitted : mapping of str to float
+        The starting values (``params``) and the fitted ones (``params_``).
+    constraints : mapping of str to object
+        The checked ``param_constraints`` ("positive" or a (low, high) pair, by name).
+
+    Returns
+    -------
+    dict of str to str
+        Parameter name -> what happened, in words; empty when nothing drifted.
+    """
+    drifted = {}
+    for name, begin in start.items():
+        end = fitted.get(name)
+        if end is None or begin == 0.0 or not math.isfinite(end):
+            continue
+        if abs(end) < COLLAPSE_FRACTION * abs(begin):
+            drifted[name] = f"{name} collapsed toward 0 ({end:.3g} from a start of {begin:.3g})"
+        elif end * begin < 0.0 and name not in constraints:
+            drifted[name] = f"{name} changed sign ({end:.3g} from a start of {begin:.3g})"
+    return drifted
+
+
+def warn_about_parameter_drift(
+    start: Mapping[str, float], fitted: Mapping[str, float], constraints: Mapping[str, object]
+) -> None:
+    """Warn (``ConvergenceWarning``) about physical parameters that crossed zero or
+    collapsed toward it (see :func:`drifted_parameters`), with what to do."""
+    drifted = drifted_parameters(start, fitted, constraints)
+    if not drifted:
+        return
+    names = ", ".join(drifted)
+    collapsed = [name for name, what in drifted.items() if "collapsed" in what]
+    advice = []
+    if collapsed:
+        advice.append(
+            "a parameter pushed to 0 is either not needed by the data (check identifiability_ "
+            "and consider fixed_params) or the fit followed a ridge away from a nearby "
+            "optimum: fit again from a start nearer the expected values, bound it with "
+            "param_constraints={name: (low, high)}, or give known initial states (y0)"
+        )
+    if len(collapsed) < len(drifted):
+        advice.append(
+            "where a parameter's sign is known, param_constraints='positive' (or a (low, "
+            "high) pair) keeps it; if the sign was not known, check that the model's "
+            "structure fits the data"
+        )
+    text = "; ".join(advice)
+    warnings.warn(
+        f"Physical parameter(s) {names} drifted during the fit: "
+        f"{'; '.join(drifted.values())}. {text[0].upper()}{text[1:]}.",
+        ConvergenceWarning,
+        stacklevel=3,
+    )

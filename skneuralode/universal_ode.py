@@ -14,6 +14,7 @@ from . import _defaults as defaults
 from ._base import BaseODERegressor
 from ._data import TrajectoryBatch, validate_state_times, validate_states
 from ._derived import check_functions, delta_interval
+from ._fit_warnings import warn_about_parameter_drift
 from ._hybrid_field import (
     HybridField,
     check_known_output,
@@ -30,7 +31,7 @@ from ._training import TrainingStage
 from ._training.gauss_newton import GaussNewtonStage
 from ._training.physics_check import PhysicsAloneCheck
 from ._training.physics_first import PhysicsFirstStage
-from ._training.rescue import RescuedPolishStage
+from ._training.rescue import RescueStage
 from ._training.shooting import ShootingStage
 from ._uncertainty import (
     check_confidence,
@@ -141,11 +142,15 @@ class UniversalODERegressor(BaseODERegressor):
         The collocation warm start, as in :class:`NeuralODERegressor` (the physics-first
         fit uses the same settings).
     shooting : bool, "auto" or MultipleShooting, default="auto"
-        Multiple-shooting refinement. "auto" runs it as a rescue of the polish, only
-        where the polished fit is still far from the data (full-trajectory MSE above
-        twice the estimated noise variance plus 0.5 % of the variance): it goes back to
-        the collocation fit, shoots, polishes again and keeps the better of the two
-        polished fits. Where collocation lands close, the polish alone reaches the optimum
+        Multiple-shooting refinement. "auto" runs it as a rescue after the polish (its
+        own stage, "rescue", in ``stage_results_``), only where the polished fit may be a
+        local minimum: full-trajectory MSE above twice the estimated noise variance plus
+        0.5 % of the variance, and, where the polish converged, above 5 % of the variance
+        (a converged fit closer than that is the model's own error, which shooting cannot
+        remove). It goes back to the collocation fit, shoots, polishes again and keeps
+        the better of the two polished fits; shooting whose segments still fit their own
+        points worse than the polished fit after 100 steps is abandoned. Where collocation
+        lands close, the polish alone reaches the optimum
         in a fraction of the time; where it lands far off (sparse, fast or very noisy
         stretches bias the derivative estimates), the polish of oscillating data can stop
         in a local minimum that short segments avoid (noisy irregular cubic spiral, known
@@ -513,6 +518,10 @@ class UniversalODERegressor(BaseODERegressor):
     ) -> None:
         super()._after_training(problem, model, fit_seconds)
         parameters = model.field.physical_parameters
+        if parameters.names:
+            start = check_parameter_mapping(self.params, "params")
+            constraints = check_constraints(self.param_constraints, start)
+            warn_about_parameter_drift(start, parameters.as_floats(), constraints)
         if parameters.names and hasattr(self, "_physical_information_"):
             information = self._physical_information_
             warn_about_identifiability(parameter_identifiability(parameters, information))
@@ -906,12 +915,11 @@ class UniversalODERegressor(BaseODERegressor):
 
 
 def _shooting_as_rescue(stages: list[TrainingStage]) -> list[TrainingStage]:
-    """Fold an "auto" shooting stage into the polish after it, as a rescue
-    (:class:`~skneuralode._training.rescue.RescuedPolishStage`); unchanged without a
-    polish."""
+    """Move an "auto" shooting stage after the polish, as its rescue
+    (:class:`~skneuralode._training.rescue.RescueStage`); unchanged without a polish."""
     shooting = next((stage for stage in stages if isinstance(stage, ShootingStage)), None)
     polish = stages[-1]
     if shooting is None or polish is shooting:
         return stages
-    kept = [stage for stage in stages[:-1] if stage is not shooting]
-    return [*kept, RescuedPolishStage(polish, shooting)]
+    kept = [stage for stage in stages if stage is not shooting]
+    return [*kept, RescueStage(shooting, polish)]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -19,15 +20,16 @@ from training_helpers import (
 )
 
 import skneuralode._training.shooting as shooting_module
-from skneuralode import UniversalODERegressor
+from skneuralode import Collocation, UniversalODERegressor
 from skneuralode._fit_warnings import poor_fit_remedies
 from skneuralode._problem import TrainingProblem
 from skneuralode._solve import SolverSettings
 from skneuralode._training import StageContext, TrainingReport, TrainingStage, train
 from skneuralode._training.collocation import CollocationStage
 from skneuralode._training.loop import LoopSettings, StageInterrupted, StageResult
+from skneuralode._training.polish import PolishStage
 from skneuralode._training.progress import TrajectoryCheck
-from skneuralode._training.rescue import RescuedPolishStage
+from skneuralode._training.rescue import RescueStage
 from skneuralode._training.shooting import ShootingStage
 from skneuralode._training.tolerance import ATOL_PER_RTOL, RTOL_PER_NOISE, noise_matched
 from skneuralode._vector_fields import ODEModel
@@ -205,53 +207,126 @@ class Recorded(TrainingStage):
 
     name: str = "polish"
     sabotaged: tuple[int, ...] = ()
-    runs: int = 0
+    #: One name per run; shared by copies (the rescue runs a renamed copy).
+    ran_as: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> int:
+        return len(self.ran_as)
 
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         if self.runs in self.sabotaged:
             Sabotage().run(problem, model, context)
-        self.runs += 1
+        self.ran_as.append(self.name)
         return StageResult(self.name, 1, 0.0, "converged")
 
 
-def test_rescue_is_not_run_when_the_polish_fits(problem: TrainingProblem) -> None:
+def _names(report: TrainingReport) -> list[tuple[str, str]]:
+    return [(result.stage, result.status) for result in report.results]
+
+
+def test_rescue_is_its_own_stage_and_not_run_when_the_polish_fits(
+    problem: TrainingProblem,
+) -> None:
     model = fresh_model(problem)
     train(problem, model, [CollocationStage(max_iter=100)], context())
     polish = Recorded()
-    rescue = RescuedPolishStage(polish, ShootingStage(only_if_needed=True, needed_above=1.0))
+    rescue = RescueStage(ShootingStage(only_if_needed=True, needed_above=1.0), polish)
     monitor_context = context()
-    result = rescue.run(problem, model, monitor_context)
-    assert (polish.runs, result.message) == (1, "")
-    assert not [e for e in monitor_context.monitor.history if e["stage"] == "shooting"]
+    report = train(problem, model, [polish, rescue], monitor_context)
+    assert _names(report) == [("polish", "converged"), ("rescue", "skipped")]
+    assert "within the noise" in report.results[-1].message
+    assert polish.runs == 1
+    assert not [e for e in monitor_context.monitor.history if e["stage"].startswith("rescue")]
 
 
-def test_rescue_shoots_from_the_polish_start_and_keeps_the_better_fit(
+@pytest.mark.parametrize(("polish_status", "runs"), [("converged", False), ("max_iter", True)])
+def test_rescue_is_skipped_after_a_polish_that_converged_close_to_the_data(
+    problem: TrainingProblem, polish_status: str, runs: bool
+) -> None:
+    """A converged polished fit that explains all but ``helps_above`` of the variance is
+    the model's own error: the rescue is skipped. The same fit from a polish that ran out
+    of steps may still be improved, and the rescue runs."""
+    model = fresh_model(problem)
+    train(problem, model, [CollocationStage(max_iter=100)], context())
+    loss = trajectory_loss(problem, model)
+    polish = Recorded()
+    polish.run = lambda *_: StageResult("polish", 1, loss, polish_status)  # type: ignore[method-assign]
+    shooting = ShootingStage(max_iter=20, only_if_needed=True, needed_above=0.0)
+    rescue = RescueStage(shooting, polish, helps_above=2.0 * loss, probe_steps=1000)
+    quiet = replace(problem, noise_variance=0.0)
+    report = train(quiet, model, [polish, rescue], context())
+    assert (report.results[-1].status != "skipped") is runs
+    if not runs:
+        assert "the model's own error" in report.results[-1].message
+
+
+def test_rescue_shoots_from_the_polish_start_and_the_better_fit_is_kept(
     problem: TrainingProblem,
 ) -> None:
     model = fresh_model(problem)
     start_loss = trajectory_loss(problem, model)
     polish = Recorded(sabotaged=(0,))  # the first polish lands far off, the second idles
-    rescue = RescuedPolishStage(polish, ShootingStage(max_iter=60, only_if_needed=True))
+    rescue = RescueStage(ShootingStage(max_iter=60, only_if_needed=True), polish)
     monitor_context = context()
-    result = rescue.run(problem, model, monitor_context)
-    assert polish.runs == 2
-    assert "far from the data" in result.message
-    assert "so the first polish was kept" not in result.message
+    report = train(problem, model, [polish, rescue], monitor_context)
+    assert polish.ran_as == ["polish", "rescue: polish"]
+    assert report.kept_after == "rescue"
+    assert "far from the data" in report.results[-1].message
     # shooting started from the start, not from the sabotaged polish, and improved on it
     assert trajectory_loss(problem, model) < start_loss
-    shooting_steps = [e for e in monitor_context.monitor.history if e["stage"] == "shooting"]
-    assert shooting_steps
+    assert "rescue: shooting" in {e["stage"] for e in monitor_context.monitor.history}
 
 
-def test_rescue_that_does_no_better_keeps_the_first_polish(problem: TrainingProblem) -> None:
+def test_rescue_that_does_no_better_leaves_the_first_polish(problem: TrainingProblem) -> None:
     model = fresh_model(problem)
     first = parameters_of(model)
     polish = Recorded(sabotaged=(1,))  # the first polish idles (far off), the second ruins
-    rescue = RescuedPolishStage(polish, ShootingStage(max_iter=1, only_if_needed=True))
-    result = rescue.run(problem, model, context())
-    assert "so the first polish was kept" in result.message
+    rescue = RescueStage(ShootingStage(max_iter=1, only_if_needed=True), polish)
+    report = train(problem, model, [polish, rescue], context())
+    assert report.kept_after == "polish"
     for name, value in first.items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_shooting_is_abandoned_while_its_loss_stays_above_the_bound(
+    problem: TrainingProblem,
+) -> None:
+    """Above ``abandon_above`` after ``abandon_after`` steps the stage gives up and puts
+    the model back as it found it."""
+    model = fresh_model(problem)
+    first = parameters_of(model)
+    stage = ShootingStage(max_iter=500, abandon_above=1e-9, abandon_after=30)
+    result = stage.run(problem, model, context())
+    assert (result.status, result.n_iter) == ("abandoned", 30)
+    assert "than the fit it was to improve on" in result.message
+    for name, value in first.items():
+        assert torch.equal(model.state_dict()[name], value), name
+    free = ShootingStage(max_iter=40, abandon_after=30)
+    assert free.run(problem, fresh_model(problem), context()).status != "abandoned"
+
+
+def test_rescue_is_abandoned_when_its_segments_do_not_beat_the_polish(
+    problem: TrainingProblem,
+) -> None:
+    """A polish that ends close to the data (but not converged, so the rescue runs): the
+    segments from the collocation start do not fit their points that well within the
+    probe, shooting is abandoned without a second polish and the polished fit stays."""
+    model = fresh_model(problem)
+    train(problem, model, [CollocationStage(max_iter=100)], context())
+    polish = PolishStage(max_iter=30)
+    shooting = ShootingStage(max_iter=500, only_if_needed=True, needed_above=0.0)
+    rescue = RescueStage(shooting, polish, helps_above=0.0, probe_steps=20)
+    quiet = replace(problem, noise_variance=0.0)
+    monitor_context = context()
+    report = train(quiet, model, [polish, rescue], monitor_context)
+    polished = monitor_context.record.losses["polish"]
+    assert report.results[-1].status == "abandoned", report.results[-1]
+    assert report.results[-1].n_iter == 20
+    assert report.kept_after == "polish"
+    assert trajectory_loss(problem, model) == pytest.approx(polished, rel=1e-9)
+    stages = {e["stage"] for e in monitor_context.monitor.history}
+    assert "rescue: polish" not in stages
 
 
 def test_poor_fit_remedies_follow_the_settings() -> None:
@@ -321,9 +396,95 @@ def test_an_interrupted_rescue_puts_the_polished_fit_back(problem: TrainingProbl
     torch.manual_seed(1)
     Sabotage().run(problem, expected, context())  # what the first (sabotaging) polish does
     model = fresh_model(problem)
-    rescue = RescuedPolishStage(Recorded(sabotaged=(0,)), InterruptedShooting(only_if_needed=True))
+    polish = Recorded(sabotaged=(0,))
+    rescue = RescueStage(InterruptedShooting(only_if_needed=True), polish)
     torch.manual_seed(1)
     with pytest.raises(StageInterrupted):
-        rescue.run(problem, model, context())
+        train(problem, model, [polish, rescue], context())
     for name, value in parameters_of(expected).items():
         assert torch.equal(model.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize(
+    ("stage_losses", "start_factor", "stops"),
+    [
+        ((1.0, 0.9, 0.7, 0.5), 0.5, False),  # worse than the mean, loss down 50 %: go on
+        ((1.0, 0.95, 0.9, 0.85), 0.5, True),  # worse than the mean, down 15 %: stop
+        ((1.0, 0.9, 0.7, 0.5), 2.0, True),  # better than the mean: the checks decide
+    ],
+)
+def test_idle_checks_wait_while_the_stage_loss_falls_far_from_the_data(
+    problem: TrainingProblem, stage_losses: tuple[float, ...], start_factor: float, stops: bool
+) -> None:
+    """Collocation from a far start: the whole trajectories stay worse than the data's
+    mean for a few checks while the regression's own loss is still falling fast; the
+    idle checks end the stage only once that loss has slowed down, or where the whole
+    trajectories already fit better than the mean."""
+    model = fresh_model(problem)
+    parameters = list(model.parameters())
+    mean_level = start_factor * trajectory_loss(problem, model)
+    check = TrajectoryCheck(
+        problem, model, SOLVER, patience=3, unless_falling=0.2, worse_than_the_mean=mean_level
+    )
+    decisions = [
+        check.should_stop(step, parameters, loss) for step, loss in enumerate(stage_losses)
+    ]
+    assert decisions == [False, False, False, stops]
+
+
+def _lotka_volterra(t: torch.Tensor, y: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    x, z = y[..., 0], y[..., 1]
+    return torch.stack([p["a"] * x - p["b"] * x * z, -p["c"] * z + p["d"] * x * z], -1)
+
+
+def test_collocation_far_from_the_data_runs_on_while_its_loss_falls() -> None:
+    """Four Lotka-Volterra rates from 0.1 on 21 noisy yearly points: the derivative loss
+    is still falling fast when the whole-trajectory misfit has stayed above the data's
+    variance for three checks; collocation goes on (here to its max_iter)."""
+    from scipy.integrate import solve_ivp
+
+    def rhs(_: float, u: np.ndarray) -> list[float]:
+        return [0.5 * u[0] - 0.025 * u[0] * u[1], -0.9 * u[1] + 0.027 * u[0] * u[1]]
+
+    t = np.arange(21.0)
+    clean = solve_ivp(rhs, (0.0, 20.0), [30.0, 4.0], t_eval=t, rtol=1e-10).y.T
+    y = clean * (1.0 + 0.1 * np.random.default_rng(0).standard_normal(clean.shape))
+    estimator = UniversalODERegressor(
+        known=_lotka_volterra,
+        params={name: 0.1 for name in "abcd"},
+        hidden_layer_sizes=(),
+        collocation=Collocation(max_iter=1000),
+        shooting=False,
+        polish=False,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(t, y)
+    collocation = estimator.stage_results_[0]
+    assert (collocation.n_iter, collocation.status) == (1000, "max_iter")
+
+
+@dataclass
+class _Poisoned(TrainingStage):
+    """A polish that leaves a model which cannot be integrated (NaN weights)."""
+
+    name: str = "polish"
+
+    def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
+        with torch.no_grad():
+            for parameter in model.field.parameters():
+                parameter.fill_(math.nan)
+        return StageResult(self.name, 1, math.nan, "diverged")
+
+
+def test_a_polished_fit_that_cannot_be_integrated_is_rescued(problem: TrainingProblem) -> None:
+    model = fresh_model(problem)
+    polish = _Poisoned()
+    # the rescue polishes again with an idle stage of the same name
+    rescue = RescueStage(ShootingStage(max_iter=30, only_if_needed=True), Recorded())
+    monitor_context = context()
+    report = train(problem, model, [polish, rescue], monitor_context)
+    assert monitor_context.record.losses["polish"] == math.inf
+    assert report.kept_after == "rescue"
+    assert math.isfinite(report.trajectory_loss)

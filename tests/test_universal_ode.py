@@ -512,7 +512,16 @@ def test_inspection_methods_need_a_fit() -> None:
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
-        ({}, ["PhysicsFirstStage", "CollocationStage", "RescuedPolishStage", "PhysicsAloneCheck"]),
+        (
+            {},
+            [
+                "PhysicsFirstStage",
+                "CollocationStage",
+                "GaussNewtonStage",
+                "RescueStage",
+                "PhysicsAloneCheck",
+            ],
+        ),
         (
             {"shooting": True},
             [

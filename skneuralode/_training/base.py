@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -13,6 +13,30 @@ from .._problem import TrainingProblem
 from .._solve import SolverSettings
 from .._vector_fields import ODEModel
 from .loop import StageResult
+
+
+@dataclass
+class RunRecord:
+    """What the runner has seen so far in a training run, for stages that build on it
+    (a rescue restarts from where an earlier stage started).
+
+    Attributes
+    ----------
+    starts : dict of str to dict
+        The model's ``state_dict`` (a copy) just before each stage ran, by stage name.
+    losses : dict of str to float
+        The full-trajectory misfit (scaled MSE) after each stage that ran, by stage name.
+    results : list of StageResult
+        How each stage so far ended, in order.
+    """
+
+    starts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    losses: dict[str, float] = field(default_factory=dict)
+    results: list[StageResult] = field(default_factory=list)
+
+    def result_of(self, stage: str) -> StageResult | None:
+        """The last result of the stage named ``stage``, or None if it has none."""
+        return next((result for result in reversed(self.results) if result.stage == stage), None)
 
 
 @dataclass(frozen=True)
@@ -27,11 +51,14 @@ class StageContext:
         History, progress bars and callbacks.
     generator : torch.Generator
         The one source of randomness for mini-batches (seeded by ``random_state``).
+    record : RunRecord
+        What the runner has seen so far (filled by :func:`~.runner.train`).
     """
 
     solver: SolverSettings
     monitor: TrainingMonitor
     generator: torch.Generator
+    record: RunRecord = field(default_factory=RunRecord)
 
 
 class TrainingStage(ABC):
@@ -63,4 +90,8 @@ class TrainingStage(ABC):
 
     @abstractmethod
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
-        """Improve ``model`` on ``problem``."""
+        """Improve ``model`` on ``problem``.
+
+        A stage that finds only once it runs that it has nothing to do returns a result
+        with status ``"skipped"`` and leaves ``model`` as it was (the runner then does not
+        evaluate it again)."""

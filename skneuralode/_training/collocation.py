@@ -151,6 +151,11 @@ class CollocationStage(TrainingStage):
         The whole trajectories are integrated every ``check_every`` steps; the stage ends
         when ``check_patience`` checks in a row found no meaningful improvement, with
         the best checked field (see :mod:`~skneuralode._training.progress`).
+    checks_wait_while_falling : float
+        ...but not while the whole trajectories fit worse than the data's mean and the
+        stage's own loss fell by more than this fraction over those checks
+        (``TrajectoryCheck.unless_falling``): from a far start the regression is still
+        on its way (0: the checks always decide).
     check_above_noise : float
         Check only when the estimated noise variance (scaled units) exceeds this: on
         clean data the derivative regression does not overfit, and the checks' tight
@@ -171,6 +176,7 @@ class CollocationStage(TrainingStage):
     check_every: int = 100
     check_patience: int = 3
     check_above_noise: float = 1e-4
+    checks_wait_while_falling: float = 0.2
     working_dtype: torch.dtype | None = torch.float32
     name: str = "collocation"
     divergence_remedy: ClassVar[str] = "a smaller Collocation(learning_rate=...)"
@@ -190,7 +196,12 @@ class CollocationStage(TrainingStage):
         check = None
         if problem.noise_variance > self.check_above_noise:
             check = TrajectoryCheck(
-                problem, model, solver, every=self.check_every, patience=self.check_patience
+                problem,
+                model,
+                solver,
+                every=self.check_every,
+                patience=self.check_patience,
+                unless_falling=self.checks_wait_while_falling,
             )
         objective = _CollocationObjective(
             problem,

@@ -28,7 +28,12 @@ import torch
 from .._monitor import TrainingMonitor
 from .progress import TrajectoryCheck
 
-Status = Literal["converged", "max_iter", "diverged", "stopped", "ended_early", "interrupted"]
+Status = Literal[
+    "converged", "max_iter", "diverged", "stopped", "ended_early", "abandoned", "interrupted"
+]
+#: Statuses of a stage that left the model as it found it: the runner does not evaluate
+#: the model again after them.
+UNCHANGED_STATUSES = frozenset({"skipped", "abandoned"})
 
 # A failed L-BFGS trial is shown as the start loss plus its magnitude plus this.
 _FAILED_TRIAL_EXCESS = 1.0
@@ -100,7 +105,9 @@ class StageResult:
         Mean loss over the last checked window (nan if none was finite).
     status : str
         "converged", "max_iter", "diverged", "stopped" (a callback asked), "ended_early"
-        (the objective said why, in ``message``), "interrupted" or "skipped".
+        (the objective said why, in ``message``), "interrupted", "skipped" or
+        "abandoned" (it was not improving on its start and put it back; see
+        :data:`UNCHANGED_STATUSES`).
     message : str
         What happened, in words, for warnings.
     remedy : str
@@ -200,11 +207,14 @@ def optimise(
     monitor: TrainingMonitor,
     stage: str,
     check: TrajectoryCheck | None = None,
+    give_up: Callable[[int, float], str | None] | None = None,
 ) -> StageResult:
     """Minimise ``objective`` under ``settings``; see the module docstring.
 
     With a ``check``, the full-trajectory fit is checked every ``check.every`` steps: the
     stage ends when it stops improving, and ends with the best checked parameters.
+    ``give_up(step, window_mean)`` is asked at every host look at the losses; a message
+    ends the stage as "abandoned" with that message (the caller puts its start back).
     """
     parameters = objective.parameters()
     learning_rate = settings.learning_rate
@@ -276,13 +286,17 @@ def optimise(
             if stop_requested:
                 status, message = "stopped", f"a callback stopped the {stage} stage"
                 break
+            abandon = None if give_up is None else give_up(step, window_mean)
+            if abandon is not None:
+                status, message = "abandoned", abandon
+                break
             reason = stop_reason(objective)
             if reason is not None:
                 status, message = "ended_early", reason
                 break
             if check is not None and check.due(step):
                 publish(objective)
-                if check.should_stop(step, parameters):
+                if check.should_stop(step, parameters, window_mean):
                     status, message = "converged", check.message
                     break
     except KeyboardInterrupt as interrupt:
@@ -295,7 +309,7 @@ def optimise(
     except BaseException:
         monitor.end_stage("failed")  # close the progress bar; the caller handles the error
         raise
-    if check is not None and status != "diverged":
+    if check is not None and status not in ("diverged", "abandoned"):
         publish(objective)  # the check integrates the model
         check.keep_best(parameters)
     publish(objective)

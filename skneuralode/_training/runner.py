@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from .._problem import TrainingProblem
 from .._vector_fields import ODEModel
 from .base import StageContext, TrainingStage
-from .loop import StageInterrupted, StageResult
+from .loop import UNCHANGED_STATUSES, StageInterrupted, StageResult
 from .misfit import evaluate_model, misfit_the_noise_allows
 
 
@@ -67,7 +67,9 @@ def train(
     worse (or diverges) can never leave the estimator worse than before it ran. A model
     that is already trained (``warm_start``) is evaluated first and competes too. A
     stage that :meth:`~.base.TrainingStage.keeps_fits_within_noise` is kept also when
-    its misfit is higher but within :func:`~.misfit.misfit_the_noise_allows`.
+    its misfit is higher but within :func:`~.misfit.misfit_the_noise_allows`. The
+    context's :class:`~.base.RunRecord` holds each stage's start, result and misfit for
+    the stages after it.
 
     A ``KeyboardInterrupt`` during a stage propagates, unless ``keep_best_on_interrupt``:
     then the interrupted stage's last parameters with a finite loss are evaluated like a
@@ -82,6 +84,8 @@ def train(
     best_state, kept_after = copy.deepcopy(model.state_dict()), "start"
     results: list[StageResult] = []
     interrupted_in: str | None = None
+    record = context.record
+    record.results = results
     for stage in stages:
         if interrupted_in is not None:
             results.append(StageResult(stage.name, 0, math.nan, "skipped", "interrupted"))
@@ -92,6 +96,7 @@ def train(
             continue
         if stage.decides_the_kept_model():
             model.load_state_dict(best_state)
+        record.starts[stage.name] = copy.deepcopy(model.state_dict())
         try:
             result = stage.run(problem, model, context)
             if result.status == "diverged":
@@ -102,6 +107,8 @@ def train(
                 raise
             results.append(_interrupted_result(stage, interrupt))
             interrupted_in = stage.name
+        if results[-1].status in UNCHANGED_STATUSES:
+            continue  # the stage left the model as it was
         try:
             loss, stage_failure = evaluate_model(problem, model, context.solver)
         except KeyboardInterrupt:
@@ -109,7 +116,7 @@ def train(
                 raise
             interrupted_in = stage.name
             continue
-        current_loss = loss
+        current_loss = record.losses[stage.name] = loss
         within_noise = stage.keeps_fits_within_noise(model) and loss <= noise_allows
         if loss <= best_loss or within_noise or stage.decides_the_kept_model():
             best_loss, failure, kept_after = loss, stage_failure, stage.name

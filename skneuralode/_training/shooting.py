@@ -12,6 +12,7 @@ horizons have on oscillating data (Bock & Plitt 1984; Turan & Jäschke 2021).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -324,6 +325,15 @@ class ShootingStage(TrainingStage):
         (irregular spiral, seed 4: at the full step no grown level improved the
         whole-trajectory MSE of 0.0193 in 600 steps; at 0.3 of the step per doubling it
         fell to 0.011).
+    abandon_above, abandon_after
+        Give up (status "abandoned", the model put back as it was) when the stage's own
+        loss is still above ``abandon_above`` after ``abandon_after`` steps (inf: never),
+        checked on the first level of segments only. The rescue sets the
+        polished fit's misfit: segments that cannot fit their own points as well as the
+        polished whole trajectories do will not lead the polish to a better optimum
+        (SEIR counts fitted by an SIR: the segment loss fell 6.7 -> 0.76 in 1000 steps, the
+        polished misfit was 0.0073; on the lynx-hare-like series it was below the
+        polished 0.90 after 50 steps, and the rescue found the optimum).
     """
 
     max_iter: int = 500
@@ -342,6 +352,8 @@ class ShootingStage(TrainingStage):
     check_every: int = 50
     check_patience: int = 2
     checks_decide_below: float = math.inf
+    abandon_above: float = math.inf
+    abandon_after: int = 100
     name: str = "shooting"
     divergence_remedy: ClassVar[str] = (
         "a smaller MultipleShooting(learning_rate=...) or a shorter "
@@ -380,12 +392,22 @@ class ShootingStage(TrainingStage):
         bound = self.grows_above(problem)
         return first_loss <= bound < check.best_loss
 
+    def _give_up(self, step: int, loss: float) -> str | None:
+        """Why to abandon the stage after ``step`` steps at ``loss`` (see ``abandon_above``)."""
+        if step < self.abandon_after or loss <= self.abandon_above:
+            return None
+        return (
+            f"after {step} steps its segments still missed their points by more (loss "
+            f"{loss:.3g}) than the fit it was to improve on ({self.abandon_above:.3g})"
+        )
+
     def run(self, problem: TrainingProblem, model: ODEModel, context: StageContext) -> StageResult:
         host_times = problem.times.detach().cpu().numpy()
         length = self.segment_length or auto_segment_length(
             host_times, problem.lengths, self.segment_span
         )
         longest = int(problem.lengths.max())
+        start = copy.deepcopy(model.state_dict()) if math.isfinite(self.abandon_above) else None
         solver = noise_matched(context.solver, problem.noise_variance, self.largest_trusted_noise)
         steps_left, steps_taken, known_starts, level = self.max_iter, 0, None, 0
         while True:
@@ -416,7 +438,8 @@ class ShootingStage(TrainingStage):
                 decisive_below=self.checks_decide_below,
             )
             check.start_from(objective.parameters())  # the fit shooting starts from
-            result = optimise(objective, settings, context.monitor, self.name, check)
+            give_up = self._give_up if level == 0 and math.isfinite(self.abandon_above) else None
+            result = optimise(objective, settings, context.monitor, self.name, check, give_up)
             steps_taken += result.n_iter
             steps_left -= result.n_iter
             if level == 0:
@@ -427,6 +450,8 @@ class ShootingStage(TrainingStage):
             known_starts = objective.start_states_by_key()
             length, level = min(2 * length - 1, longest), level + 1
         message = result.message
+        if result.status == "abandoned" and start is not None:
+            model.load_state_dict(start)  # as the status promises: the model as it was
         if result.status == "diverged" and objective.last_failure:
             message = f"{message} ({objective.last_failure})"
         return StageResult(self.name, steps_taken, result.loss, result.status, message)
