@@ -555,7 +555,7 @@ def test_ude_shooting_checks_decide_only_near_the_data() -> None:
     trajectory is far off (its parameters bring it into phase only at the end); a neural
     ODE's is (its checks stop it fitting the noise of a few points)."""
     stages = UniversalODERegressor(known=decay, params={"k": 1.0})._stages()
-    rescue = next(stage for stage in stages if type(stage).__name__ == "RescuedPolishStage")
+    rescue = next(stage for stage in stages if type(stage).__name__ == "RescueStage")
     forced = UniversalODERegressor(known=decay, params={"k": 1.0}, shooting=True)._stages()
     neural = NeuralODERegressor()._stages()
     assert rescue.shooting.checks_decide_below == pytest.approx(0.5)
