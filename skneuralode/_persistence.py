@@ -52,6 +52,7 @@ from ._scaling import Scaling
 from ._settings import SETTINGS_CLASSES
 from ._solve import SolverSettings
 from ._spec import ModelSpec
+from ._stiff.detection import StiffnessProbe
 from ._threads import seeded_global_rng
 from ._training import StageResult
 from ._vector_fields import NeuralFieldSpec, ODEModel
@@ -128,7 +129,10 @@ def _encode_fitted(estimator: Any) -> dict[str, Any]:
         spec = encode(estimator.module_.spec, RECORDS)
     except Unstorable as error:
         raise ValueError(f"Cannot save {cls.__name__}: {error}.") from None
-    return {"spec": spec, "attributes": attributes}
+    fitted: dict[str, Any] = {"spec": spec, "attributes": attributes}
+    if StiffnessProbe.remembers(estimator.module_.field):
+        fitted["stiff"] = True  # solver="auto" switched to the stiff method for good
+    return fitted
 
 
 def save_estimator(estimator: Any, path: str | os.PathLike[str]) -> None:
@@ -457,7 +461,10 @@ def _load(archive: zipfile.ZipFile, config: dict[str, Any], policy: ImportPolicy
 
         spec, state, attributes = read_format_1(estimator, fitted, config.get("module"), archive)
     else:
-        if set(fitted) != {"spec", "attributes"}:
+        if set(fitted) - {"stiff"} != {"spec", "attributes"} or fitted.get("stiff") not in (
+            None,
+            True,
+        ):
             raise ValueError("Malformed model file: bad fitted description.")
         spec = decoder.decode(fitted["spec"], "fitted.spec")
         if not isinstance(spec, ModelSpec):
@@ -477,6 +484,8 @@ def _load(archive: zipfile.ZipFile, config: dict[str, Any], policy: ImportPolicy
             "damaged or was tampered with."
         )
     module = build_model(spec, state)
+    if version != 1 and fitted.get("stiff") is True:
+        StiffnessProbe.remember(module.field)
     _set_recorded_attributes(estimator, attributes, decoder)
     estimator.module_ = module
     estimator._derive_fitted_attributes()

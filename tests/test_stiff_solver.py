@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from numpy.testing import assert_allclose
 from scipy.integrate import solve_ivp
 from torch import nn
 
-from skneuralode import Solver, UniversalODERegressor
+from skneuralode import Solver, UniversalODERegressor, load
 from skneuralode._solve import SolverSettings, solve
 from skneuralode._stiff.detection import StiffnessProbe
 
@@ -240,3 +242,26 @@ def test_auto_integrates_a_field_that_is_not_stiff_exactly_as_dopri5() -> None:
     assert np.array_equal(results["auto"][0], results["dopri5"][0])
     assert results["auto"][1] == results["dopri5"][1]
     assert not StiffnessProbe.remembers(field)
+
+
+def fast_follower(t: torch.Tensor, y: torch.Tensor, p: dict) -> torch.Tensor:
+    """y1 follows y2 a thousand times faster than y2 decays: stiff for an explicit solver."""
+    return torch.stack([-1000.0 * (y[..., 0] - y[..., 1]), -p["k"] * y[..., 1]], dim=-1)
+
+
+def test_a_fit_that_switched_to_the_stiff_method_saves_and_loads_the_switch(tmp_path) -> None:
+    t = np.linspace(0.0, 5.0, 20)
+    y = np.stack([np.exp(-0.7 * t), np.exp(-0.7 * t)], axis=1)
+    est = UniversalODERegressor(
+        known=fast_follower, params={"k": 0.5}, param_constraints="positive",
+        hidden_layer_sizes=(), solver="auto", random_state=0, device="cpu",
+    ).fit(t, y)  # fmt: skip
+    assert est.params_["k"] == pytest.approx(0.7, rel=1e-3)
+    assert StiffnessProbe.remembers(est.module_.field)
+    expected = est.predict(t)
+    est.save(tmp_path / "stiff.skn")
+    loaded = load(tmp_path / "stiff.skn", allow_imports=["test_stiff_solver"])
+    assert StiffnessProbe.remembers(loaded.module_.field)
+    np.testing.assert_array_equal(loaded.predict(t), expected)
+    unpickled = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(unpickled.predict(t), expected)
