@@ -263,6 +263,11 @@ def profile_intervals(
     problem = ProfileProblem(model, batch, np.where(noise > 0, noise, 1.0), signal)
     parameters = model.field.physical_parameters
     at_bounds = parameters_at_bounds(parameters)
+    # A parameter at its bound stays there while the others are re-fitted: its raw value
+    # is far out on the log (logit) scale, where its column of the Jacobian vanishes and
+    # the re-fits would wander along it for nothing.
+    for name in at_bounds:
+        problem.free[parameters.names.index(name)] = False
     names = (*parameters.names, *quantities)
     fit_seconds = float(estimator.history_[-1]["seconds"]) if estimator.history_ else 0.0
     clock = _Clock(2 * len(names), fit_seconds, max_seconds, estimator.verbose)
