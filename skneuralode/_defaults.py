@@ -12,7 +12,7 @@ from __future__ import annotations
 HIDDEN_LAYER_SIZES: tuple[int, ...] = (64, 64)
 ACTIVATION = "tanh"
 AUGMENT_DIM = 0
-SOLVER = "auto"
+SOLVER = "dopri5"
 RTOL = 1e-6
 ATOL = 1e-8
 ADJOINT = False

@@ -79,7 +79,7 @@ class Solver(TrainingSettings):
 
     Parameters
     ----------
-    method : str, default="auto"
+    method : str, default="dopri5"
         A torchdiffeq method name: "dopri5", "dopri8", "bosh3", "fehlberg2",
         "adaptive_heun", "euler", "midpoint", "heun2", "heun3", "rk4",
         "explicit_adams", "implicit_adams"; or "rodas4", an L-stable Rosenbrock method

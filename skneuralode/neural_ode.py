@@ -45,12 +45,12 @@ class NeuralODERegressor(BaseODERegressor):
         level so the estimator pickles.
     augment_dim : int, default=0
         Extra, unobserved states starting at zero (augmented neural ODE).
-    solver : str or Solver, default="auto"
+    solver : str or Solver, default="dopri5"
         How the ODE is integrated: a torchdiffeq method name ("dopri5", "dopri8",
         "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2", "heun3",
-        "rk4", "explicit_adams", "implicit_adams"; "rodas4" for stiff fields; "auto",
-        the default, for "dopri5" that switches to "rodas4" when the field turns out
-        stiff and otherwise integrates exactly as "dopri5"), or a
+        "rk4", "explicit_adams", "implicit_adams"; "rodas4" for stiff fields; "auto"
+        for "dopri5" that switches to "rodas4" when the field turns out stiff and
+        otherwise integrates exactly as "dopri5"), or a
         :class:`~skneuralode.Solver`
         with the method, tolerances (``rtol=1e-6``, ``atol=1e-8``, in internal scaled
         units), ``adjoint``, ``step_size`` of fixed-step methods, the step budget

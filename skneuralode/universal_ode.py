@@ -133,7 +133,7 @@ class UniversalODERegressor(BaseODERegressor):
         ``network_inputs``), acting on the last axis. Define it at module level.
     augment_dim : int, default=0
         Extra, unobserved states starting at zero, driven by the network only.
-    solver : str or Solver, default="auto"
+    solver : str or Solver, default="dopri5"
         How the ODE is integrated, as in :class:`NeuralODERegressor`.
     max_iter : int, default=1000
         Most optimiser steps of the collocation stage and of the shooting stage, each

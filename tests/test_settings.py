@@ -64,7 +64,7 @@ def test_nested_setting_of_a_plain_value_replaces_it_by_its_object() -> None:
     assert isinstance(est.shooting, MultipleShooting)
     assert est.shooting.only_if_needed  # "auto"
     assert est.shooting.segment_length == 5
-    assert (est.solver.method, est.solver.rtol) == ("auto", 1e-5)
+    assert (est.solver.method, est.solver.rtol) == ("dopri5", 1e-5)
     est = NeuralODERegressor(shooting=True).set_params(shooting__batch_size=8)
     assert not est.shooting.only_if_needed
     with pytest.raises(ValueError, match=r"polish=False turns the stage off"):
