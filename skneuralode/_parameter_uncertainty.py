@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ._derived import DerivedQuantity, delta_interval
 from ._identifiability import analyse_identifiability
 from ._physical_parameters import PhysicalParameters
 from ._uncertainty import inverse_information, student_quantile
@@ -67,11 +68,18 @@ def parameter_std(parameters: PhysicalParameters, information: np.ndarray) -> di
 
 
 def wald_intervals(
-    parameters: PhysicalParameters, information: np.ndarray, confidence: float, dof: float
+    parameters: PhysicalParameters,
+    information: np.ndarray,
+    confidence: float,
+    dof: float,
+    quantities: dict[str, DerivedQuantity] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Student-t intervals on the raw scale, mapped back to physical values."""
+    """Student-t intervals on the raw scale, mapped back to physical values; then those
+    of the derived ``quantities`` by the delta method."""
     raw = parameters.raw.detach().cpu().numpy().astype(np.float64)
-    half_width = student_quantile(confidence, dof) * _raw_std(information)
+    quantile = student_quantile(confidence, dof)
+    covariance = inverse_information(information)
+    half_width = quantile * np.sqrt(np.diagonal(covariance))
     with np.errstate(over="ignore"):
         low = physical_values(parameters, raw - half_width)
         high = physical_values(parameters, raw + half_width)
@@ -83,6 +91,8 @@ def wald_intervals(
     for name, bound in at_bounds.items():
         intervals[name] = (bound, math.nan) if bound <= intervals[name][0] else (math.nan, bound)
     warn_parameters_at_bounds(at_bounds, "wald")
+    for name, quantity in (quantities or {}).items():
+        intervals[name] = delta_interval(quantity, raw, covariance, quantile)
     return intervals
 
 

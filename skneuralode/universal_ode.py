@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from . import _defaults as defaults
 from ._base import BaseODERegressor
 from ._data import TrajectoryBatch, validate_state_times, validate_states
-from ._derived import check_functions, delta_interval
+from ._derived import check_functions
 from ._fit_warnings import warn_about_parameter_drift
 from ._hybrid_field import (
     HybridField,
@@ -36,8 +36,6 @@ from ._training.shooting import ShootingStage
 from ._uncertainty import (
     check_confidence,
     complete_deferred_uncertainty,
-    inverse_information,
-    student_quantile,
 )
 from ._vector_fields import ODEModel, feature_statistics
 from .neural_ode import observed_reference_states
@@ -787,13 +785,8 @@ class UniversalODERegressor(BaseODERegressor):
             if t is not None or y is not None or u is not None or max_seconds is not None:
                 raise ValueError("t, y, u and max_seconds are only used by method='profile'.")
             dof = float(self._residual_dof_[0])
-            intervals = wald_intervals(parameters, self._physical_information_, confidence, dof)
-            raw = parameters.raw.detach().cpu().numpy().astype(np.float64)
-            covariance = inverse_information(self._physical_information_)
-            quantile = student_quantile(confidence, dof)
-            for name, quantity in quantities.items():
-                intervals[name] = delta_interval(quantity, raw, covariance, quantile)
-            return intervals
+            information = self._physical_information_
+            return wald_intervals(parameters, information, confidence, dof, quantities)
         if t is None or y is None:
             raise ValueError(
                 "method='profile' re-fits the model along each parameter and needs the "
